@@ -1,0 +1,452 @@
+"""The two-coin problem of Do and Batzoglou (2008): a mixture of binomial distributions.
+
+Set ``n`` of the data consists of ``n_tosses[n]`` tosses of one coin, of which ``heads[n]``
+came up heads. Which coin was used is the latent variable ``z_n in {0, ..., K-1}``; coin
+``k`` is chosen with probability ``weights[k]`` and shows heads with probability
+``theta[k]``. So
+
+    ln p(v_n, z_n = k | theta) = ln weights[k] + ln C(n_n, h_n)
+                                 + h_n ln theta[k] + (n_n - h_n) ln(1 - theta[k]).
+
+The E-step gives responsibilities ``r_nk = p(z_n = k | v_n, theta)``; the M-step sets
+
+    theta[k] = sum_n r_nk h_n / sum_n r_nk n_n,      weights[k] = (1/N) sum_n r_nk,
+
+the fraction of heads among the tosses "expected" to come from coin ``k``.
+:func:`fit` runs these steps with :func:`emtutor.em.run`, recording the log-likelihood and
+the bound at every iteration.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import gammaln, xlog1py, xlogy
+
+from emtutor import bounds, em
+from emtutor._validation import as_float_array, check_distribution
+
+__all__ = [
+    "EmptyComponentWarning",
+    "Params",
+    "e_step",
+    "expected_counts",
+    "fit",
+    "from_strings",
+    "log_joint",
+    "log_likelihood",
+    "m_step",
+]
+
+
+class EmptyComponentWarning(UserWarning):
+    """Warning issued when the M-step finds a coin with no responsibility at all.
+
+    If ``sum_n r_nk n_n = 0`` the data say nothing about ``theta[k]``: the expected
+    complete-data log-likelihood does not depend on it, so every value is a maximiser.
+    :func:`m_step` then keeps the previous value (or 1/2 if none is given) and says so.
+    """
+
+
+class Params(NamedTuple):
+    """Parameters of the K-coin mixture.
+
+    Attributes
+    ----------
+    theta : numpy.ndarray, shape (K,)
+        Head probability of each coin, in [0, 1].
+    weights : numpy.ndarray, shape (K,)
+        Probability of choosing each coin, non-negative, summing to 1.
+
+    Examples
+    --------
+    >>> p = Params(theta=np.array([0.6, 0.5]), weights=np.array([0.5, 0.5]))
+    >>> print(p.theta, p.weights)
+    [0.6 0.5] [0.5 0.5]
+    """
+
+    theta: np.ndarray
+    weights: np.ndarray
+
+
+def from_strings(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Count heads and tosses in strings of ``"H"`` and ``"T"`` (one string per set).
+
+    Parameters
+    ----------
+    sequences : sequence of str
+        Each string records one set of tosses, for example ``"HTTTHHTHTH"``. Only the
+        characters ``H`` and ``T`` (either case) are allowed.
+
+    Returns
+    -------
+    heads : numpy.ndarray of int, shape (N,)
+        Number of heads in each set.
+    n_tosses : numpy.ndarray of int, shape (N,)
+        Length of each set.
+
+    Raises
+    ------
+    TypeError
+        If ``sequences`` is a single string or holds something other than strings.
+    ValueError
+        If there are no sets, a set is empty, or a character is neither H nor T.
+
+    Examples
+    --------
+    >>> heads, n_tosses = from_strings(["HTTTHHTHTH", "HHHHTHHHHH", "hth"])
+    >>> print(heads, n_tosses)
+    [5 9 2] [10 10  3]
+    """
+    if isinstance(sequences, str):
+        raise TypeError(
+            "sequences must be a list of strings, one per set of tosses, not a single string"
+        )
+    seqs = list(sequences)
+    if not seqs:
+        raise ValueError("sequences is empty; at least one set of tosses is needed")
+    heads = np.empty(len(seqs), dtype=int)
+    n_tosses = np.empty(len(seqs), dtype=int)
+    for i, s in enumerate(seqs):  # one entry per string; the strings are the raw data
+        if not isinstance(s, str):
+            raise TypeError(f"sequence {i} must be a string, got {type(s).__name__}")
+        if not s:
+            raise ValueError(f"sequence {i} is empty; every set needs at least one toss")
+        up = s.upper()
+        bad = set(up) - {"H", "T"}
+        if bad:
+            pos = next(j for j, c in enumerate(up) if c in bad)
+            raise ValueError(
+                f"sequence {i} has the character {s[pos]!r} at position {pos}; "
+                "only 'H' (heads) and 'T' (tails) are allowed"
+            )
+        heads[i] = up.count("H")
+        n_tosses[i] = len(up)
+    return heads, n_tosses
+
+
+def _check_counts(heads, n_tosses) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the counts; return ``heads`` and ``n_tosses`` as float arrays of shape (N,)."""
+    h = as_float_array(heads, "heads", ndim=1)
+    n = as_float_array(n_tosses, "n_tosses", ndim=(0, 1))
+    for arr, name in ((h, "heads"), (n, "n_tosses")):
+        frac = arr != np.round(arr)
+        if frac.any():
+            i = int(np.argmax(frac.ravel()))
+            raise ValueError(f"{name} must be whole numbers, got {arr.ravel()[i]} at index {i}")
+    if (h < 0).any():
+        i = int(np.argmax(h < 0))
+        raise ValueError(f"heads must be non-negative, got {h[i]:g} at index {i}")
+    if n.ndim == 1 and n.shape != h.shape:
+        raise ValueError(
+            f"n_tosses must be one number or one per set: heads has shape {h.shape}, "
+            f"n_tosses has shape {n.shape}"
+        )
+    n = np.broadcast_to(n, h.shape)
+    if (n < 1).any():
+        i = int(np.argmax(n < 1))
+        raise ValueError(f"n_tosses must be at least 1, got {n[i]:g} for set {i}")
+    over = h > n
+    if over.any():
+        i = int(np.argmax(over))
+        raise ValueError(
+            f"set {i} has more heads than tosses: heads = {h[i]:g} > n_tosses = {n[i]:g}"
+        )
+    return h, n
+
+
+def _check_params(params, n_components: int | None = None) -> Params:
+    """Validate ``(theta, weights)``; return a :class:`Params` of float arrays."""
+    try:
+        theta_in, weights_in = params
+    except (TypeError, ValueError) as exc:
+        raise TypeError("params must be a pair (theta, weights), e.g. a coins.Params") from exc
+    theta = as_float_array(theta_in, "theta", ndim=1)
+    weights = as_float_array(weights_in, "weights", ndim=1)
+    if theta.shape != weights.shape:
+        raise ValueError(
+            f"theta and weights must have one entry per coin, got {theta.size} and {weights.size}"
+        )
+    if n_components is not None and theta.size != n_components:
+        raise ValueError(
+            f"params has {theta.size} coins but resp has {n_components} columns"
+        )
+    outside = (theta < 0) | (theta > 1)
+    if outside.any():
+        k = int(np.argmax(outside))
+        raise ValueError(f"theta must lie in [0, 1], got theta[{k}] = {theta[k]:g}")
+    check_distribution(weights, "weights")
+    return Params(theta, weights)
+
+
+def log_joint(heads, n_tosses, params: Params) -> np.ndarray:
+    """``ln p(v_n, z_n = k | theta)`` for every set ``n`` and coin ``k``, shape (N, K).
+
+    Includes the log binomial coefficient ``ln C(n_n, h_n)``, so the rows' ``logsumexp`` is
+    the true log-probability of each set's head count. Impossible states (a coin with
+    ``theta = 0`` and some heads, or with weight 0) get ``-inf``.
+
+    Parameters
+    ----------
+    heads : array_like of int, shape (N,)
+        Heads in each set.
+    n_tosses : int or array_like of int, shape (N,)
+        Tosses in each set.
+    params : Params
+        ``(theta, weights)``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, K)
+
+    Raises
+    ------
+    ValueError
+        If the counts or parameters are invalid (see :func:`fit`).
+
+    Examples
+    --------
+    >>> lj = log_joint([5], 10, Params(np.array([0.5, 1.0]), np.array([0.5, 0.5])))
+    >>> print(np.exp(lj).round(6), f"{0.5 * 252 / 1024:.6f}")
+    [[0.123047 0.      ]] 0.123047
+    """
+    h, n = _check_counts(heads, n_tosses)
+    theta, weights = _check_params(params)
+    log_binom = gammaln(n + 1) - gammaln(h + 1) - gammaln(n - h + 1)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(weights)
+    return (
+        log_binom[:, None]
+        + xlogy(h[:, None], theta[None, :])
+        + xlog1py((n - h)[:, None], -theta[None, :])
+        + log_w[None, :]
+    )
+
+
+def e_step(heads, n_tosses, params: Params) -> np.ndarray:
+    """Responsibilities ``r_nk = p(z_n = k | v_n, theta)``, shape (N, K), rows summing to 1.
+
+    Raises
+    ------
+    ValueError
+        If a set is impossible under every coin (for example heads with every
+        ``theta = 0``), or the inputs are invalid.
+
+    Examples
+    --------
+    >>> heads, n_tosses = from_strings(["HTTTHHTHTH", "HHHHTHHHHH"])
+    >>> r = e_step(heads, n_tosses, Params(np.array([0.6, 0.5]), np.array([0.5, 0.5])))
+    >>> print(r.round(2))
+    [[0.45 0.55]
+     [0.8  0.2 ]]
+    """
+    return bounds.posterior(log_joint(heads, n_tosses, params))
+
+
+def m_step(
+    heads,
+    n_tosses,
+    resp,
+    *,
+    estimate_weights: bool = True,
+    weights=None,
+    theta_old=None,
+) -> Params:
+    """Maximise the expected complete-data log-likelihood for given responsibilities.
+
+    ``theta[k] = sum_n r_nk h_n / sum_n r_nk n_n`` (expected heads over expected tosses of
+    coin ``k``) and, if ``estimate_weights``, ``weights[k] = (1/N) sum_n r_nk``.
+
+    Parameters
+    ----------
+    heads, n_tosses : array_like of int
+        The counts, as in :func:`log_joint`.
+    resp : array_like, shape (N, K)
+        Rows are distributions over the coins (usually from :func:`e_step`).
+    estimate_weights : bool
+        If ``False``, the weights are held at ``weights`` (uniform if ``None``).
+    weights : array_like, shape (K,), optional
+        Fixed weights used when ``estimate_weights`` is ``False``; ignored otherwise.
+    theta_old : array_like, shape (K,), optional
+        Previous head probabilities. A coin with zero responsibility
+        (``sum_n r_nk n_n = 0``) keeps its ``theta_old`` value, or gets 1/2 if ``theta_old``
+        is ``None``; any value maximises the objective for that coin, and an
+        :class:`EmptyComponentWarning` names it.
+
+    Returns
+    -------
+    Params
+
+    Raises
+    ------
+    ValueError
+        If the counts are invalid, ``resp`` is not (N, K) with rows summing to 1, or
+        ``weights``/``theta_old`` do not have K valid entries.
+
+    Examples
+    --------
+    >>> heads, n_tosses = from_strings(["HTTTHHTHTH", "HHHHTHHHHH"])
+    >>> p = m_step(heads, n_tosses, [[0.45, 0.55], [0.8, 0.2]], estimate_weights=False)
+    >>> print(p.theta.round(4), p.weights)
+    [0.756  0.6067] [0.5 0.5]
+    """
+    h, n = _check_counts(heads, n_tosses)
+    r = as_float_array(resp, "resp", ndim=2)
+    if r.shape[0] != h.size:
+        raise ValueError(f"resp must have one row per set: got {r.shape[0]} rows for {h.size} sets")
+    r = check_distribution(r, "resp")
+    n_coins = r.shape[1]
+    if estimate_weights:
+        new_weights = r.sum(axis=0) / r.shape[0]
+        new_weights = new_weights / new_weights.sum()
+    elif weights is None:
+        new_weights = np.full(n_coins, 1.0 / n_coins)
+    else:
+        new_weights = check_distribution(as_float_array(weights, "weights", ndim=1), "weights")
+        if new_weights.size != n_coins:
+            raise ValueError(
+                f"weights has {new_weights.size} entries but resp has {n_coins} columns"
+            )
+    if theta_old is None:
+        fallback = np.full(n_coins, 0.5)
+    else:
+        fallback = _check_params((theta_old, np.full(n_coins, 1.0 / n_coins)), n_coins).theta
+    exp_heads = r.T @ h
+    exp_tosses = r.T @ n
+    empty = exp_tosses <= 0
+    if empty.any():
+        ks = np.flatnonzero(empty).tolist()
+        warnings.warn(
+            f"coin(s) {ks} have zero responsibility: no data informs their head probability, "
+            f"so it stays at {fallback[empty].round(6).tolist()}",
+            EmptyComponentWarning,
+            stacklevel=2,
+        )
+    safe = np.where(empty, 1.0, exp_tosses)
+    theta = np.where(empty, fallback, np.clip(exp_heads / safe, 0.0, 1.0))
+    return Params(theta, new_weights)
+
+
+def log_likelihood(heads, n_tosses, params: Params) -> float:
+    """Total log-likelihood ``ln p(V | theta) = sum_n ln sum_k p(v_n, z_n = k | theta)``.
+
+    Raises
+    ------
+    ValueError
+        If a set is impossible under every coin, or the inputs are invalid.
+
+    Examples
+    --------
+    >>> print(f"{log_likelihood([5, 9], 10, Params(np.array([0.5]), np.array([1.0]))):.4f}")
+    -6.0309
+    """
+    return bounds.log_likelihood(log_joint(heads, n_tosses, params))
+
+
+def expected_counts(heads, n_tosses, resp) -> tuple[np.ndarray, np.ndarray]:
+    """Expected heads and tails attributed to each coin: ``sum_n r_nk h_n``, ``sum_n r_nk t_n``.
+
+    These are the entries of the table in Do and Batzoglou (2008), Figure 1b.
+
+    Parameters
+    ----------
+    heads, n_tosses : array_like of int
+        The counts, as in :func:`log_joint`.
+    resp : array_like, shape (N, K)
+        Responsibilities, rows summing to 1.
+
+    Returns
+    -------
+    expected_heads, expected_tails : numpy.ndarray, shape (K,)
+
+    Examples
+    --------
+    >>> heads, n_tosses = from_strings(["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH",
+    ...                                 "HTHTTTHHTT", "THHHTHHHTH"])
+    >>> r = e_step(heads, n_tosses, Params(np.array([0.6, 0.5]), np.array([0.5, 0.5])))
+    >>> eh, et = expected_counts(heads, n_tosses, r)
+    >>> print(eh.round(1), et.round(1))
+    [21.3 11.7] [8.6 8.4]
+    """
+    h, n = _check_counts(heads, n_tosses)
+    r = as_float_array(resp, "resp", ndim=2)
+    if r.shape[0] != h.size:
+        raise ValueError(f"resp must have one row per set: got {r.shape[0]} rows for {h.size} sets")
+    r = check_distribution(r, "resp")
+    return r.T @ h, r.T @ (n - h)
+
+
+def fit(
+    heads,
+    n_tosses,
+    params0: Params,
+    *,
+    estimate_weights: bool = True,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+) -> em.EMResult:
+    """Run EM on the coin mixture from ``params0`` with :func:`emtutor.em.run`.
+
+    Parameters
+    ----------
+    heads : array_like of int, shape (N,)
+        Heads in each set (non-negative whole numbers).
+    n_tosses : int or array_like of int, shape (N,)
+        Tosses in each set (at least 1 and at least ``heads``).
+    params0 : Params
+        Starting ``(theta, weights)``; theta in [0, 1], weights summing to 1.
+    estimate_weights : bool
+        If ``False`` the weights stay at ``params0.weights`` (the setting of Do and
+        Batzoglou, who choose each coin with probability 1/2).
+    tol, max_iter
+        Passed to :func:`emtutor.em.run`.
+
+    Returns
+    -------
+    emtutor.em.EMResult
+        ``thetas`` holds :class:`Params`; ``elbo[i] = L(r_i, params_{i+1})``.
+
+    Raises
+    ------
+    ValueError
+        For invalid counts (negative, fractional, more heads than tosses), parameters
+        (theta outside [0, 1], weights not summing to 1, different numbers of coins) or
+        a data set impossible under ``params0``.
+
+    Examples
+    --------
+    The example of Do and Batzoglou (2008), Figure 1b:
+
+    >>> heads, n_tosses = from_strings(["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH",
+    ...                                 "HTHTTTHHTT", "THHHTHHHTH"])
+    >>> p0 = Params(np.array([0.6, 0.5]), np.array([0.5, 0.5]))
+    >>> res = fit(heads, n_tosses, p0, estimate_weights=False, max_iter=10)
+    >>> print(res.thetas[1].theta.round(2), res.thetas[10].theta.round(2))
+    [0.71 0.58] [0.8  0.52]
+    >>> res.check_sandwich()
+    """
+    h, n = _check_counts(heads, n_tosses)
+    params0 = _check_params(params0)
+    fixed_weights = params0.weights
+
+    def estep(params: Params):
+        # q carries the parameters it came from, so the M-step can keep an empty coin's value
+        return e_step(h, n, params), params
+
+    def mstep(q) -> Params:
+        resp, old = q
+        return m_step(
+            h, n, resp, estimate_weights=estimate_weights, weights=fixed_weights,
+            theta_old=old.theta,
+        )
+
+    def bound(q, params: Params) -> float:
+        return bounds.elbo(log_joint(h, n, params), q[0])
+
+    return em.run(
+        params0, estep, mstep, lambda p: log_likelihood(h, n, p), elbo=bound, tol=tol,
+        max_iter=max_iter,
+    )
