@@ -1,0 +1,311 @@
+"""Tests of the generic EM driver emtutor.em: stopping rule, warning, trace and sandwich."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from emtutor import bounds, coins, em
+from emtutor.em import EMResult, LikelihoodDecreaseWarning, has_converged
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+SETS = ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"]
+HEADS, N_TOSSES = coins.from_strings(SETS)
+P0 = coins.Params(np.array([0.6, 0.5]), np.array([0.5, 0.5]))
+
+
+# ---------------------------------------------------------------- has_converged
+@pytest.mark.parametrize(
+    ("previous", "current", "tol", "expected"),
+    [
+        (-5.0, -5.0, 1e-10, True),  # no change
+        (-5.0, -4.0, 1e-3, False),  # big increase
+        (-0.5, -0.5 + 5e-11, 1e-10, True),  # |ln p| < 1: absolute tolerance
+        (-0.5, -0.5 + 2e-10, 1e-10, False),
+        (-1e6, -1e6 + 5e-5, 1e-10, True),  # |ln p| = 1e6: relative tolerance 1e-4
+        (-1e6, -1e6 + 2e-4, 1e-10, False),
+        (-0.5, -0.5 + 2.0**-20, 2.0**-20, False),  # the bound is strict: delta == tol * scale
+        (-1e6, -1e6 - 5e-7, 1e-10, True),  # a drop within 1e-12 * 1e6 is rounding noise
+        (1e3, 1e3 + 1e-8, 1e-12, False),  # positive log-likelihoods (densities) too
+        (1e3, 1e3 + 1e-8, 1e-10, True),
+    ],
+)
+def test_has_converged_cases(previous, current, tol, expected):
+    assert has_converged(previous, current, tol=tol, iteration=1) is expected
+
+
+def test_has_converged_warns_on_a_real_decrease():
+    with pytest.warns(LikelihoodDecreaseWarning) as record:
+        assert has_converged(-1e6, -1e6 - 2e-6, tol=1.0, iteration=7) is False
+    message = str(record[0].message)
+    assert "iteration 7" in message
+    assert "drop of 2e-06" in message  # absolute size (float rounding of -1e6 - 2e-6 is tiny)
+    assert "relative 2e-12" in message
+
+
+def test_has_converged_decrease_is_never_convergence_even_with_huge_tol():
+    with pytest.warns(LikelihoodDecreaseWarning, match=r"iteration 2: from -3 to -4, a drop of 1"):
+        assert has_converged(-3.0, -4.0, tol=1e6, iteration=2) is False
+
+
+def test_has_converged_noise_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert has_converged(-10.0, -10.0 - 1e-13, tol=1e-10, iteration=3) is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"tol": 0.0}, ValueError, "tol must be a positive finite number, got 0.0"),
+        ({"tol": -1e-3}, ValueError, "tol must be a positive"),
+        ({"tol": np.nan}, ValueError, "tol must be a positive"),
+        ({"tol": "1e-3"}, TypeError, "tol must be a positive real number, got str"),
+        ({"tol": True}, TypeError, "tol must be a positive real number, got bool"),
+        ({"previous": np.nan}, ValueError, "previous log-likelihood at iteration 4 is nan"),
+        ({"current": -np.inf}, ValueError, "log-likelihood at iteration 4 is -inf"),
+        ({"current": "x"}, TypeError, "log-likelihood at iteration 4 must be a real number"),
+        ({"iteration": 1.5}, TypeError, "iteration must be an integer"),
+    ],
+)
+def test_has_converged_bad_inputs(kwargs, exc, match):
+    args = {"previous": -1.0, "current": -0.5, "tol": 1e-8, "iteration": 4} | kwargs
+    with pytest.raises(exc, match=match):
+        has_converged(args["previous"], args["current"], tol=args["tol"],
+                      iteration=args["iteration"])
+
+
+# ---------------------------------------------------------------- run on the coins
+def coin_functions(estimate_weights=False):
+    def e_step(p):
+        return coins.e_step(HEADS, N_TOSSES, p)
+
+    def m_step(r):
+        return coins.m_step(HEADS, N_TOSSES, r, estimate_weights=estimate_weights,
+                            weights=P0.weights)
+
+    def log_likelihood(p):
+        return coins.log_likelihood(HEADS, N_TOSSES, p)
+
+    def elbo(r, p):
+        return bounds.elbo(coins.log_joint(HEADS, N_TOSSES, p), r)
+
+    return e_step, m_step, log_likelihood, elbo
+
+
+@pytest.mark.parametrize("estimate_weights", [False, True])
+def test_run_trace_on_coins(estimate_weights):
+    e_step, m_step, log_likelihood, elbo = coin_functions(estimate_weights)
+    res = em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, tol=1e-12)
+    assert res.converged
+    assert len(res.thetas) == res.n_iter + 1 == res.log_likelihood.size
+    assert res.elbo.size == res.n_iter
+    assert res.theta is res.thetas[-1] and res.thetas[0] is P0
+    # monotone, with a slack for rounding only
+    diffs = np.diff(res.log_likelihood)
+    assert np.all(diffs >= -1e-12 * np.abs(res.log_likelihood[1:]))
+    # the parameters match a hand-written loop, and each log-likelihood is evaluated at them
+    p = P0
+    for i in range(res.n_iter + 1):
+        np.testing.assert_allclose(res.thetas[i].theta, p.theta, rtol=1e-14)
+        np.testing.assert_allclose(res.thetas[i].weights, p.weights, rtol=1e-14)
+        assert res.log_likelihood[i] == log_likelihood(res.thetas[i])
+        if i < res.n_iter:
+            r = e_step(p)
+            p = m_step(r)
+            assert res.elbo[i] == pytest.approx(elbo(r, p), rel=1e-14)
+    res.check_sandwich()
+    # the last step changed ln p by less than the tolerance
+    last = res.log_likelihood[-1] - res.log_likelihood[-2]
+    assert 0 <= last < 1e-12 * max(1.0, abs(res.log_likelihood[-1])) or last == 0
+
+
+def test_run_reproduces_do_and_batzoglou():
+    e_step, m_step, log_likelihood, _ = coin_functions()
+    res = em.run(P0, e_step, m_step, log_likelihood, max_iter=10)
+    assert res.n_iter == 10 and not res.converged
+    np.testing.assert_allclose(res.thetas[1].theta, [0.71, 0.58], atol=0.005)
+    np.testing.assert_allclose(res.thetas[10].theta, [0.80, 0.52], atol=0.005)
+    assert res.elbo is None
+    with pytest.raises(ValueError, match="recorded no ELBO"):
+        res.check_sandwich()
+
+
+def test_run_callback_sees_every_iteration():
+    e_step, m_step, log_likelihood, _ = coin_functions()
+    calls = []
+
+    def callback(i, theta, q, ll):
+        calls.append((i, theta, q, ll))
+
+    res = em.run(P0, e_step, m_step, log_likelihood, callback=callback)
+    assert [c[0] for c in calls] == list(range(1, res.n_iter + 1))
+    for i, theta, q, ll in calls:
+        assert theta is res.thetas[i]
+        assert ll == res.log_likelihood[i]
+        np.testing.assert_allclose(q, e_step(res.thetas[i - 1]), rtol=1e-15)
+
+
+def test_run_zero_iterations():
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+    res = em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, max_iter=0)
+    assert res.n_iter == 0 and not res.converged and res.theta is P0
+    assert res.thetas == [P0] and res.log_likelihood.shape == (1,) and res.elbo.shape == (0,)
+    res.check_sandwich()
+
+
+def test_result_is_frozen():
+    e_step, m_step, log_likelihood, _ = coin_functions()
+    res = em.run(P0, e_step, m_step, log_likelihood, max_iter=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.converged = True
+
+
+# ---------------------------------------------------------------- another model, theta a dataclass
+@dataclasses.dataclass(frozen=True)
+class MixParams:
+    means: np.ndarray
+    weights: np.ndarray
+
+
+X = np.array([-2.1, -1.7, -2.5, -1.2, 0.3, 1.9, 2.2, 2.8, 1.6, 2.4])
+SIGMA = 1.0
+
+
+def mix_log_joint(p):
+    return norm.logpdf(X[:, None], p.means[None, :], SIGMA) + np.log(p.weights)
+
+
+def mix_m_step(r):
+    nk = r.sum(axis=0)
+    return MixParams(r.T @ X / nk, nk / nk.sum())
+
+
+def test_run_on_gaussian_mixture_with_dataclass_theta():
+    p0 = MixParams(np.array([-0.5, 0.5]), np.array([0.5, 0.5]))
+    res = em.run(
+        p0,
+        lambda p: bounds.posterior(mix_log_joint(p)),
+        mix_m_step,
+        lambda p: bounds.log_likelihood(mix_log_joint(p)),
+        elbo=lambda r, p: bounds.elbo(mix_log_joint(p), r),
+    )
+    assert res.converged and isinstance(res.theta, MixParams)
+    res.check_sandwich()
+    # at a fixed point of EM the gradient of ln p with respect to the means vanishes
+    r = bounds.posterior(mix_log_joint(res.theta))
+    grad = (r * (X[:, None] - res.theta.means)).sum(axis=0) / SIGMA**2
+    np.testing.assert_allclose(grad, 0.0, atol=1e-4)
+    assert res.theta.means[0] < -1 < 1 < res.theta.means[1]
+
+
+def test_run_with_array_theta():
+    """theta may be a plain array: a one-component 'mixture' converges in one step."""
+    res = em.run(
+        np.array([0.0]),
+        lambda m: None,
+        lambda q: np.array([X.mean()]),
+        lambda m: float(norm.logpdf(X, m[0], SIGMA).sum()),
+    )
+    assert res.converged and res.n_iter == 2
+    np.testing.assert_allclose(res.theta, X.mean(), rtol=1e-15)
+
+
+# ---------------------------------------------------------------- a wrong M-step
+def test_wrong_m_step_warns_and_does_not_converge():
+    """An M-step that moves away from the maximiser lowers ln p at every iteration."""
+    e_step, _, log_likelihood, elbo = coin_functions()
+
+    def wrong_m_step(r):
+        good = coins.m_step(HEADS, N_TOSSES, r, estimate_weights=False)
+        return coins.Params(np.clip(1.5 * good.theta - 0.3, 0.01, 0.99), good.weights)
+
+    with pytest.warns(LikelihoodDecreaseWarning, match=r"decreased at iteration \d+") as rec:
+        res = em.run(P0, e_step, wrong_m_step, log_likelihood, elbo=elbo, max_iter=20)
+    assert not res.converged
+    assert len(rec) >= 1
+    drops = np.flatnonzero(np.diff(res.log_likelihood) < 0) + 1
+    assert f"iteration {drops[0]}:" in str(rec[0].message)
+    with pytest.raises(AssertionError, match=r"iteration \d+: L\(q_\d+, theta_\d+\)"):
+        res.check_sandwich()
+
+
+def test_toy_decreasing_step_warns_each_time():
+    with pytest.warns(LikelihoodDecreaseWarning) as rec:
+        res = em.run(0.0, lambda t: t, lambda q: q + 1.0, lambda t: -(t**2), max_iter=3)
+    assert not res.converged and res.n_iter == 3
+    assert [str(w.message).split(":")[0] for w in rec] == [
+        f"log-likelihood decreased at iteration {i}" for i in (1, 2, 3)
+    ]
+    assert "from -1 to -4, a drop of 3 (relative 0.75)" in str(rec[1].message)
+
+
+# ---------------------------------------------------------------- check_sandwich
+def test_check_sandwich_names_first_failure():
+    ll = np.array([-10.0, -9.0, -8.0, -7.0])
+    ok = EMResult(theta=3, thetas=[0, 1, 2, 3], log_likelihood=ll,
+                  elbo=np.array([-9.5, -8.5, -7.5]), n_iter=3, converged=False)
+    ok.check_sandwich()
+    low = EMResult(theta=3, thetas=[0, 1, 2, 3], log_likelihood=ll,
+                   elbo=np.array([-9.5, -9.25, -7.5]), n_iter=3, converged=False)
+    with pytest.raises(AssertionError, match=r"iteration 1: L\(q_1, theta_2\) = -9.25 is below "
+                       r"ln p\(V \| theta_1\) = -9 by 0.25"):
+        low.check_sandwich()
+    high = EMResult(theta=3, thetas=[0, 1, 2, 3], log_likelihood=ll,
+                    elbo=np.array([-9.5, -8.5, -6.5]), n_iter=3, converged=False)
+    with pytest.raises(AssertionError, match=r"iteration 2: .* exceeds ln p\(V \| theta_3\) = -7 "
+                       r"by 0.5"):
+        high.check_sandwich()
+
+
+def test_check_sandwich_tolerance_scales_with_magnitude():
+    ll = np.array([-1e6, -1e6 + 1.0])
+    res = EMResult(theta=1, thetas=[0, 1], log_likelihood=ll,
+                   elbo=np.array([-1e6 - 5e-5]), n_iter=1, converged=False)
+    res.check_sandwich(rtol=1e-10)  # 5e-5 < 1e-10 * 1e6
+    with pytest.raises(AssertionError, match="iteration 0"):
+        res.check_sandwich(rtol=1e-12)
+    with pytest.raises(ValueError, match="rtol must be a non-negative"):
+        res.check_sandwich(rtol=-1.0)
+
+
+# ---------------------------------------------------------------- bad inputs to run
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"tol": 0}, ValueError, "tol must be a positive finite number"),
+        ({"tol": -1.0}, ValueError, "tol must be a positive"),
+        ({"max_iter": -1}, ValueError, "max_iter must be >= 0, got -1"),
+        ({"max_iter": 2.5}, TypeError, "max_iter must be an integer, got float"),
+        ({"max_iter": True}, TypeError, "max_iter must be an integer, got bool"),
+        ({"elbo": 3}, TypeError, "elbo must be callable, got int"),
+        ({"callback": "print"}, TypeError, "callback must be callable, got str"),
+    ],
+)
+def test_run_bad_options(kwargs, exc, match):
+    e_step, m_step, log_likelihood, _ = coin_functions()
+    with pytest.raises(exc, match=match):
+        em.run(P0, e_step, m_step, log_likelihood, **kwargs)
+
+
+@pytest.mark.parametrize("which", ["e_step", "m_step", "log_likelihood"])
+def test_run_non_callable(which):
+    funcs = dict(zip(["e_step", "m_step", "log_likelihood"], coin_functions()[:3], strict=True))
+    funcs[which] = None
+    with pytest.raises(TypeError, match=f"{which} must be callable, got NoneType"):
+        em.run(P0, funcs["e_step"], funcs["m_step"], funcs["log_likelihood"])
+
+
+def test_run_non_finite_log_likelihood_names_iteration():
+    with pytest.raises(ValueError, match="log-likelihood at iteration 0 is nan"):
+        em.run(0.0, lambda t: t, lambda q: q, lambda t: np.nan)
+    values = iter([-3.0, -2.0, -np.inf])
+    with pytest.raises(ValueError, match="log-likelihood at iteration 2 is -inf"):
+        em.run(0.0, lambda t: t, lambda q: q + 1, lambda t: next(values))
+    with pytest.raises(ValueError, match=r"ELBO L\(q_0, theta_1\) at iteration 1 is nan"):
+        em.run(0.0, lambda t: t, lambda q: q + 1, lambda t: -1.0, elbo=lambda q, t: np.nan)
+    with pytest.raises(TypeError, match="log-likelihood at iteration 0 must be a real number"):
+        em.run(0.0, lambda t: t, lambda q: q, lambda t: [1.0, 2.0])
