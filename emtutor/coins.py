@@ -158,7 +158,7 @@ def _check_counts(heads, n_tosses) -> tuple[np.ndarray, np.ndarray]:
     return h, n
 
 
-def _check_params(params, n_components: int | None = None) -> Params:
+def _check_params(params) -> Params:
     """Validate ``(theta, weights)``; return a :class:`Params` of float arrays."""
     try:
         theta_in, weights_in = params
@@ -169,10 +169,6 @@ def _check_params(params, n_components: int | None = None) -> Params:
     if theta.shape != weights.shape:
         raise ValueError(
             f"theta and weights must have one entry per coin, got {theta.size} and {weights.size}"
-        )
-    if n_components is not None and theta.size != n_components:
-        raise ValueError(
-            f"params has {theta.size} coins but resp has {n_components} columns"
         )
     outside = (theta < 0) | (theta > 1)
     if outside.any():
@@ -260,6 +256,11 @@ def m_step(
     ``theta[k] = sum_n r_nk h_n / sum_n r_nk n_n`` (expected heads over expected tosses of
     coin ``k``) and, if ``estimate_weights``, ``weights[k] = (1/N) sum_n r_nk``.
 
+    When the expected tails of a coin are positive but so small that the quotient rounds to
+    exactly 1, ``theta[k]`` is set to the largest float below 1 (and symmetrically for 0):
+    the exact maximiser is not 1, and a rounded 1 would turn the sets that carry the tiny
+    responsibility into impossible events, making the bound ``-inf``.
+
     Parameters
     ----------
     heads, n_tosses : array_like of int
@@ -313,9 +314,15 @@ def m_step(
     if theta_old is None:
         fallback = np.full(n_coins, 0.5)
     else:
-        fallback = _check_params((theta_old, np.full(n_coins, 1.0 / n_coins)), n_coins).theta
+        fallback = as_float_array(theta_old, "theta_old", ndim=1)
+        if fallback.size != n_coins:
+            raise ValueError(
+                f"theta_old has {fallback.size} entries but resp has {n_coins} columns"
+            )
+        fallback = _check_params((fallback, np.full(n_coins, 1.0 / n_coins))).theta
     exp_heads = r.T @ h
-    exp_tosses = r.T @ n
+    exp_tails = r.T @ (n - h)
+    exp_tosses = exp_heads + exp_tails
     empty = exp_tosses <= 0
     if empty.any():
         ks = np.flatnonzero(empty).tolist()
@@ -326,7 +333,12 @@ def m_step(
             stacklevel=2,
         )
     safe = np.where(empty, 1.0, exp_tosses)
-    theta = np.where(empty, fallback, np.clip(exp_heads / safe, 0.0, 1.0))
+    theta = np.clip(exp_heads / safe, 0.0, 1.0)
+    # theta is exactly 1 (or 0) only if the expected tails (heads) are exactly 0; otherwise a
+    # rounded 1 would make a set with positive responsibility impossible (ln 0 = -inf)
+    theta = np.where((theta == 1.0) & (exp_tails > 0), np.nextafter(1.0, 0.0), theta)
+    theta = np.where((theta == 0.0) & (exp_heads > 0), np.nextafter(0.0, 1.0), theta)
+    theta = np.where(empty, fallback, theta)
     return Params(theta, new_weights)
 
 
