@@ -1,0 +1,313 @@
+"""Numerics behind :mod:`emtutor.gmm`: sufficient statistics, natural parameters, log densities.
+
+Nothing here validates its input; :mod:`emtutor.gmm` does that and then calls these functions,
+usually on centred and scaled data. Arrays over data points are stored with the data index
+last, ``(F, N)`` for features and ``(K, N)`` for log joints and responsibilities, so that the
+reductions over the few components run over contiguous rows.
+
+The exponential-family view
+---------------------------
+``ln N(x | mu, Sigma)`` is linear in the features ``T(x) = (1, x, x x^T)``:
+
+    ln w + ln N(x | mu, Sigma) = eta . T(x)
+    eta = (ln w - mu^T Lam mu / 2 - ln|2 pi Sigma| / 2,  Lam mu,  -Lam / 2),  Lam = Sigma^{-1}.
+
+With the feature matrix computed once, the E-step is one matrix product ``eta^T T`` followed
+by a softmax over the components, and the M-step needs only ``R T^T``, the expected
+sufficient statistics. Only the upper triangle of ``x x^T`` is kept (``x_i x_j``, ``i <= j``,
+in :func:`numpy.triu_indices` order); an off-diagonal feature therefore carries the
+coefficient ``-Lam_ij`` (it stands for both ``x_i x_j`` and ``x_j x_i``), a diagonal one
+``-Lam_ii / 2``. The "diag" type keeps ``x_j^2`` and the "spherical" type ``|x|^2`` only.
+
+Rounding guards
+---------------
+The product ``eta . T(x)`` adds terms of size ``|Lam| (|x| + |mu|)^2`` to get a result of
+order one, so it loses about ``eps F |Lam| (|x| + |mu|)^2`` in absolute terms (``F`` terms).
+A component whose bound exceeds :data:`ROUNDING_BUDGET` (a very narrow component, or one far
+from the data) is evaluated from the Cholesky factor instead, as ``|L^{-1} (x - mu)|^2``.
+Likewise, the one-pass scatter ``E[x x^T] - mu mu^T`` of the M-step cancels when a component
+is narrow compared with its distance from the origin; such a component's scatter is then
+recomputed in two passes, ``sum_n r_n (x_n - mu)(x_n - mu)^T / N_k``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.special import softmax
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "EMPTY",
+    "ROUNDING_BUDGET",
+    "cholesky",
+    "covariance_type_of",
+    "expected_complete_loglik",
+    "features",
+    "log_joint",
+    "moments",
+    "n_features",
+    "natural_parameters",
+    "params_from_moments",
+    "posterior",
+]
+
+COVARIANCE_TYPES = ("full", "diag", "spherical")
+
+_EPS = float(np.finfo(float).eps)
+_LOG_2PI = math.log(2.0 * math.pi)
+
+#: A component whose total responsibility is at most this is "empty" (scikit-learn adds the
+#: same amount, 10 machine epsilons, to every total to avoid dividing by zero).
+EMPTY = 10.0 * _EPS
+
+#: Largest rounding error (absolute, in nats) accepted in one log density computed from the
+#: natural parameters, and largest relative error accepted in a one-pass scatter matrix.
+ROUNDING_BUDGET = 1e-10
+
+
+def covariance_type_of(covariances: np.ndarray) -> str:
+    """Covariance type from the number of axes: (K, D, D) full, (K, D) diag, (K,) spherical."""
+    return {3: "full", 2: "diag", 1: "spherical"}[covariances.ndim]
+
+
+def n_features(d: int, covariance_type: str) -> int:
+    """Number of sufficient statistics ``F`` of one data point of dimension ``d``."""
+    if covariance_type == "full":
+        return 1 + d + d * (d + 1) // 2
+    if covariance_type == "diag":
+        return 1 + 2 * d
+    return 2 + d
+
+
+def features(X: np.ndarray, covariance_type: str) -> np.ndarray:
+    """The (F, N) matrix of sufficient statistics ``(1, x, quadratic terms)`` of the rows of X."""
+    n, d = X.shape
+    Xt = X.T
+    T = np.empty((n_features(d, covariance_type), n))
+    T[0] = 1.0
+    T[1 : 1 + d] = Xt
+    if covariance_type == "full":
+        iu, ju = np.triu_indices(d)
+        np.multiply(Xt[iu], Xt[ju], out=T[1 + d :])
+    elif covariance_type == "diag":
+        np.square(Xt, out=T[1 + d :])
+    else:
+        T[1 + d] = np.einsum("dn,dn->n", Xt, Xt)
+    return T
+
+
+def cholesky(covariances: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors (full) or standard deviations (diag, spherical).
+
+    Raises ``numpy.linalg.LinAlgError`` (full) or returns NaN (others) for a covariance that
+    is not positive definite; callers check positivity first.
+    """
+    if covariances.ndim == 3:
+        return np.linalg.cholesky(covariances)
+    return np.sqrt(covariances)
+
+
+def _inverse_factors(chol: np.ndarray) -> np.ndarray:
+    """``L^{-1}`` for each lower-triangular factor ``L`` of shape (K, D, D)."""
+    eye = np.eye(chol.shape[-1])
+    return np.stack([solve_triangular(c, eye, lower=True) for c in chol])
+
+
+def _log_weights(weights: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):  # a weight of exactly 0 is a component that cannot occur
+        return np.log(weights)
+
+
+def natural_parameters(weights, means, covariances) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``eta`` of shape (F, K) with ``T(X)^T eta = log joint``, and ``|Lam_k|`` bounds.
+
+    The second output bounds the spectral norm of each precision matrix from above (its
+    Frobenius norm for the full type); it drives the choice between fast and direct paths.
+    """
+    k, d = means.shape
+    log_w = _log_weights(weights)
+    if covariances.ndim == 3:
+        chol = cholesky(covariances)
+        inv = _inverse_factors(chol)  # L^{-1}, with Lam = L^{-T} L^{-1}
+        prec = np.einsum("kji,kjl->kil", inv, inv)
+        white_mean = np.einsum("kij,kj->ki", inv, means)  # L^{-1} mu
+        linear = np.einsum("kji,kj->ki", inv, white_mean)  # Lam mu
+        iu, ju = np.triu_indices(d)
+        quadratic = -prec[:, iu, ju] * np.where(iu == ju, 0.5, 1.0)
+        log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        mahalanobis_mean = np.einsum("ki,ki->k", white_mean, white_mean)
+        norm = np.einsum("kij,kij->k", inv, inv)
+    elif covariances.ndim == 2:
+        prec = 1.0 / covariances
+        linear = means * prec
+        quadratic = -0.5 * prec
+        log_det = np.log(covariances).sum(axis=1)
+        mahalanobis_mean = np.einsum("ki,ki->k", means, linear)
+        norm = prec.max(axis=1)
+    else:
+        prec = 1.0 / covariances
+        linear = means * prec[:, None]
+        quadratic = -0.5 * prec[:, None]
+        log_det = d * np.log(covariances)
+        mahalanobis_mean = np.einsum("ki,ki->k", means, linear)
+        norm = prec
+    const = log_w - 0.5 * (mahalanobis_mean + log_det + d * _LOG_2PI)
+    eta = np.concatenate([const[:, None], linear, quadratic], axis=1).T
+    return np.ascontiguousarray(eta), norm
+
+
+def _log_density_direct(X: np.ndarray, mean, cov, chol) -> np.ndarray:
+    """``ln N(x_n | mean, cov)`` for every row of X, from the centred data (the stable path)."""
+    n, d = X.shape
+    diff = X - mean
+    if np.ndim(cov) == 2:
+        white = solve_triangular(chol, diff.T, lower=True)
+        maha = np.einsum("dn,dn->n", white, white)
+        log_det = 2.0 * np.log(np.diagonal(chol)).sum()
+    elif np.ndim(cov) == 1:
+        maha = np.einsum("nd,nd,d->n", diff, diff, 1.0 / cov)
+        log_det = np.log(cov).sum()
+    else:
+        maha = np.einsum("nd,nd->n", diff, diff) / cov
+        log_det = d * math.log(cov)
+    return -0.5 * (maha + log_det + d * _LOG_2PI)
+
+
+def log_joint(T: np.ndarray, X: np.ndarray, radius: float, weights, means, covariances):
+    """The (K, N) array ``ln w_k + ln N(x_n | mu_k, Sigma_k)``.
+
+    ``T`` is :func:`features` of ``X`` and ``radius`` is ``max_n |x_n|``. Components that the
+    natural-parameter product would evaluate with an error above :data:`ROUNDING_BUDGET`
+    are recomputed directly from their Cholesky factor.
+    """
+    eta, prec_norm = natural_parameters(weights, means, covariances)
+    lj = eta.T @ T
+    reach = radius + np.sqrt(np.einsum("kd,kd->k", means, means))
+    error_bound = _EPS * T.shape[0] * prec_norm * reach**2
+    unsafe = np.flatnonzero(~(error_bound <= ROUNDING_BUDGET))
+    if unsafe.size:
+        chol = cholesky(covariances) if covariances.ndim == 3 else None
+        log_w = _log_weights(weights)
+        for k in unsafe:
+            c = None if chol is None else chol[k]
+            lj[k] = log_w[k] + _log_density_direct(X, means[k], covariances[k], c)
+    return lj
+
+
+def posterior(lj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities (K, N) and per-point log-likelihoods (N,) from a (K, N) log joint.
+
+    Bayes' rule ``ln p(x_n) = ln p(x_n, z_n = k) - ln p(z_n = k | x_n)`` holds for every ``k``;
+    it is applied at the most probable component, whose posterior is at least ``1/K``, so the
+    logarithm is well conditioned and no second pass over the data (a logsumexp) is needed.
+    """
+    resp = softmax(lj, axis=0)
+    return resp, lj.max(axis=0) - np.log(resp.max(axis=0))
+
+
+class Moments:
+    """Centred expected sufficient statistics of each component for given responsibilities.
+
+    ``totals`` (K,) are ``N_k = sum_n r_nk``, ``means`` (K, D) the weighted means and
+    ``scatter`` the weighted covariance about them, shaped like the covariances of the type.
+    ``empty`` flags components with ``N_k <= EMPTY``; their means and scatter are zero.
+    """
+
+    __slots__ = ("totals", "means", "scatter", "empty")
+
+    def __init__(self, totals, means, scatter, empty):
+        self.totals, self.means, self.scatter, self.empty = totals, means, scatter, empty
+
+
+def moments(T: np.ndarray, X: np.ndarray, resp: np.ndarray, covariance_type: str, reg: float):
+    """Expected sufficient statistics ``resp @ T^T`` turned into :class:`Moments`.
+
+    ``reg`` is the floor that will be added to the diagonal; a scatter whose one-pass rounding
+    error is not small compared with ``scatter + reg`` is recomputed in two passes.
+    """
+    d = X.shape[1]
+    stats = resp @ T.T  # (K, F): N_k, sum_n r_nk x_n, sum_n r_nk T_quad(x_n)
+    totals = stats[:, 0].copy()
+    empty = ~(totals > EMPTY)
+    safe = np.where(empty, 1.0, totals)[:, None]
+    means = stats[:, 1 : 1 + d] / safe
+    second = stats[:, 1 + d :] / safe  # E_k[quadratic features]
+    if covariance_type == "full":
+        iu, ju = np.triu_indices(d)
+        square = np.zeros((len(totals), d, d))
+        square[:, iu, ju] = second
+        square[:, ju, iu] = second
+        scatter = square - means[:, :, None] * means[:, None, :]
+        size = np.trace(square, axis1=1, axis2=2)
+        smallest = np.linalg.eigvalsh(scatter + reg * np.eye(d))[:, 0]
+    elif covariance_type == "diag":
+        scatter = second - means**2
+        size = second.sum(axis=1)
+        smallest = (scatter + reg).min(axis=1)
+    else:
+        scatter = (second[:, 0] - np.einsum("kd,kd->k", means, means)) / d
+        size = second[:, 0]
+        smallest = scatter + reg
+    scatter[empty] = 0.0
+    means[empty] = 0.0
+    cancels = ~(_EPS * T.shape[0] * size <= ROUNDING_BUDGET * smallest) & ~empty
+    for k in np.flatnonzero(cancels):
+        diff = X - means[k]
+        weighted = diff * (resp[k] / totals[k])[:, None]
+        if covariance_type == "full":
+            scatter[k] = weighted.T @ diff
+        elif covariance_type == "diag":
+            scatter[k] = np.einsum("nd,nd->d", weighted, diff)
+        else:
+            scatter[k] = np.einsum("nd,nd->", weighted, diff) / d
+    return Moments(totals, means, scatter, empty)
+
+
+def params_from_moments(m: Moments, reg: float, fallback_means, fallback_covariances):
+    """M-step: weights, means and covariances (scatter + ``reg`` on the diagonal).
+
+    Weights are ``(N_k + EMPTY) / sum_j (N_j + EMPTY)`` as in scikit-learn, so none is exactly
+    zero. Empty components take their mean and covariance from the fallbacks.
+    """
+    weights = (m.totals + EMPTY) / (m.totals + EMPTY).sum()
+    means = m.means.copy()
+    if m.scatter.ndim == 3:
+        covariances = m.scatter + reg * np.eye(m.scatter.shape[-1])
+    else:
+        covariances = m.scatter + reg
+    if m.empty.any():
+        means[m.empty] = fallback_means[m.empty]
+        covariances[m.empty] = fallback_covariances[m.empty]
+    return weights, means, covariances
+
+
+def expected_complete_loglik(weights, means, covariances, m: Moments) -> float:
+    """``Q(theta) = sum_n sum_k r_nk ln(w_k N(x_n | mu_k, Sigma_k))`` from centred moments.
+
+    Uses ``sum_n r_nk (x_n - mu)(x_n - mu)^T = N_k [S_k + (xbar_k - mu)(xbar_k - mu)^T]``
+    with the scatter ``S_k`` about the weighted mean ``xbar_k``, so no pass over the data is
+    needed. Empty components contribute nothing.
+    """
+    d = means.shape[1]
+    offset = m.means - means
+    if covariances.ndim == 3:
+        chol = cholesky(covariances)
+        inv = _inverse_factors(chol)
+        trace = np.einsum("kij,kjl,kil->k", inv, m.scatter, inv)
+        white = np.einsum("kij,kj->ki", inv, offset)
+        maha = np.einsum("ki,ki->k", white, white)
+        log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    elif covariances.ndim == 2:
+        trace = (m.scatter / covariances).sum(axis=1)
+        maha = (offset**2 / covariances).sum(axis=1)
+        log_det = np.log(covariances).sum(axis=1)
+    else:
+        trace = d * m.scatter / covariances
+        maha = np.einsum("kd,kd->k", offset, offset) / covariances
+        log_det = d * np.log(covariances)
+    per_point = _log_weights(weights) - 0.5 * (d * _LOG_2PI + log_det + trace + maha)
+    keep = ~m.empty
+    return float(np.dot(m.totals[keep], per_point[keep]))

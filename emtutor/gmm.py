@@ -1,0 +1,916 @@
+"""Gaussian mixture models fitted by EM, with full, diagonal or spherical covariances.
+
+The model for a data point ``v`` (a row ``x`` of ``X``) with latent component ``z``:
+
+    p(z = k | theta) = w_k,        p(x | z = k, theta) = N(x | mu_k, Sigma_k).
+
+Functional core, one step at a time:
+
+* :func:`log_joint` -- the (N, K) array ``ln w_k + ln N(x_n | mu_k, Sigma_k)``, the input of
+  every function of :mod:`emtutor.bounds`;
+* :func:`e_step` -- responsibilities ``p(z_n = k | x_n, theta)`` and ``ln p(X | theta)``;
+* :func:`m_step` -- weights, means and covariances maximising ``Q(theta, theta_old)``;
+* :func:`log_likelihood`, :func:`predict`, :func:`predict_proba`, :func:`sample`.
+
+The driver :func:`fit` runs :func:`emtutor.em.run` on these steps and returns a
+:class:`GMMResult` (an :class:`emtutor.em.EMResult` with the responsibilities added).
+
+Parameters travel in a :class:`Params` tuple. The covariance type is read off the shape of
+its covariances: (K, D, D) "full", (K, D) "diag" (the variances), (K,) "spherical" (one
+variance per component). Functions that receive a :class:`Params` never take a
+``covariance_type`` argument; :func:`m_step` and :func:`fit` take one because they build
+parameters from data.
+
+Exponential-family view. ``ln w_k N(x | mu_k, Sigma_k)`` is linear in the sufficient
+statistics ``T(x) = (1, x, x x^T)``: ``log_joint(X, params) = T(X) @ eta`` with
+``T = sufficient_statistics(X)`` and ``eta = natural_parameters(params)``. :func:`fit` uses
+exactly this: it computes ``T`` once, and each iteration is one product ``T @ eta`` and a
+softmax (E-step) and one product ``resp^T T`` (M-step, the expected sufficient statistics).
+
+Numerics. Every function centres the data at its mean and divides it by a power of two
+(exact in floating point) before computing anything, and maps the results back; data offset
+by ``1e6`` is therefore fitted as accurately as centred data. Products with the natural
+parameters are replaced by a Cholesky-based evaluation for any component where they would
+lose more than ``1e-10`` nats to rounding (see :mod:`emtutor._gaussian`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from emtutor import _gaussian as _g
+from emtutor._validation import as_float_array, check_distribution
+from emtutor.em import EMResult, run
+
+__all__ = [
+    "EmptyComponentWarning",
+    "GMMResult",
+    "Params",
+    "check_params",
+    "covariance_type_of",
+    "e_step",
+    "fit",
+    "log_joint",
+    "log_likelihood",
+    "m_step",
+    "natural_parameters",
+    "predict",
+    "predict_proba",
+    "sample",
+    "sufficient_statistics",
+]
+
+
+class EmptyComponentWarning(UserWarning):
+    """Warning issued by :func:`fit` when a component receives (almost) no responsibility.
+
+    A component is empty when ``sum_n r_nk <= 10 eps`` (about ``2e-15`` of one data point).
+    Its mean and covariance are then undefined; :func:`fit` keeps their previous values and
+    gives the component the weight ``10 eps / N`` (as scikit-learn does), so the fit goes on
+    with the component effectively switched off and the log-likelihood still never decreases.
+    Fitting fewer components or starting elsewhere is usually the better answer.
+    """
+
+
+class Params(NamedTuple):
+    """Parameters ``theta = (w, mu, Sigma)`` of a K-component Gaussian mixture in D dimensions.
+
+    Attributes
+    ----------
+    weights : numpy.ndarray, shape (K,)
+        Mixing weights ``w_k = p(z = k)``, non-negative, summing to 1.
+    means : numpy.ndarray, shape (K, D)
+        Component means ``mu_k``.
+    covariances : numpy.ndarray, shape (K, D, D), (K, D) or (K,)
+        "full": covariance matrices; "diag": their diagonals (variances);
+        "spherical": one variance per component (``Sigma_k = s_k I``).
+
+    Examples
+    --------
+    >>> p = Params(weights=[0.5, 0.5], means=[[0.0], [3.0]], covariances=[1.0, 2.0])
+    >>> print(covariance_type_of(p))
+    spherical
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class GMMResult(EMResult):
+    """Result of :func:`fit`: an :class:`emtutor.em.EMResult` plus mixture-specific fields.
+
+    Attributes
+    ----------
+    responsibilities : numpy.ndarray, shape (N, K)
+        ``p(z_n = k | x_n, theta)`` at the final parameters.
+    covariance_type : str
+        "full", "diag" or "spherical".
+
+    Notes
+    -----
+    The inherited fields keep their meaning: ``theta`` is the final :class:`Params` (also
+    available as :attr:`params`), ``thetas[i]`` the parameters after ``i`` iterations,
+    ``log_likelihood[i] = ln p(X | thetas[i])`` (so entry 0 is at the initial parameters),
+    ``elbo[i] = L(q_i, thetas[i + 1])``; :meth:`check_sandwich` checks
+    ``ln p(thetas[i]) <= elbo[i] <= ln p(thetas[i + 1])``.
+    """
+
+    responsibilities: np.ndarray
+    covariance_type: str
+
+    @property
+    def params(self) -> Params:
+        """The final parameters, ``theta``."""
+        return self.theta
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_X(X: ArrayLike) -> np.ndarray:
+    return as_float_array(X, "X", ndim=2)
+
+
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_covariance_type(covariance_type) -> str:
+    if covariance_type not in _g.COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(map(repr, _g.COVARIANCE_TYPES))}, "
+            f"got {covariance_type!r}"
+        )
+    return covariance_type
+
+
+def _check_reg_covar(reg_covar) -> float:
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, numbers.Real):
+        raise TypeError(f"reg_covar must be a real number, got {type(reg_covar).__name__}")
+    if not (math.isfinite(reg_covar) and reg_covar >= 0):
+        raise ValueError(f"reg_covar must be a finite number >= 0, got {reg_covar}")
+    return float(reg_covar)
+
+
+def _check_positive_definite(covariances: np.ndarray, what: str, hint: str = "") -> None:
+    """Raise ``ValueError`` naming the first component whose covariance is not positive."""
+    if covariances.ndim == 3:
+        try:
+            np.linalg.cholesky(covariances)
+            return
+        except np.linalg.LinAlgError:
+            for k, cov in enumerate(covariances):
+                try:
+                    np.linalg.cholesky(cov)
+                except np.linalg.LinAlgError:
+                    raise ValueError(
+                        f"{what}[{k}] is not positive definite (its Cholesky factorisation "
+                        f"failed){hint}"
+                    ) from None
+    bad = np.flatnonzero(~(covariances > 0).reshape(len(covariances), -1).all(axis=1))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"{what}[{k}] must be positive, got {np.round(covariances[k], 6).tolist()}{hint}"
+        )
+
+
+def check_params(params, n_features: int | None = None) -> Params:
+    """Validate mixture parameters and return them as a :class:`Params` of float arrays.
+
+    Parameters
+    ----------
+    params : Params or tuple
+        ``(weights, means, covariances)``.
+    n_features : int, optional
+        Required dimension ``D`` of the means (the number of columns of the data).
+
+    Returns
+    -------
+    Params
+
+    Raises
+    ------
+    TypeError
+        If ``params`` is not a triple of arrays of numbers.
+    ValueError
+        If a shape is wrong, a weight is negative, the weights do not sum to 1 (within
+        ``1e-8``), an entry is not finite, or a covariance is not symmetric positive definite
+        (full), or not positive (diag, spherical); the message names the component.
+
+    Examples
+    --------
+    >>> check_params(([0.3, 0.6], [[0.0], [1.0]], [1.0, 1.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: weights must sum to 1, got 0.9
+    >>> check_params(([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]],
+    ...               [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 2.0], [2.0, 1.0]]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: covariances[1] is not positive definite (its Cholesky factorisation failed)
+    """
+    if not isinstance(params, tuple) or len(params) != 3:
+        raise TypeError(
+            "params must be a Params(weights, means, covariances) or a tuple of three arrays, "
+            f"got {type(params).__name__}"
+        )
+    weights = as_float_array(params[0], "weights", ndim=1)
+    means = as_float_array(params[1], "means", ndim=2)
+    covariances = as_float_array(params[2], "covariances", ndim=(1, 2, 3))
+    k, d = means.shape
+    if weights.shape != (k,):
+        raise ValueError(
+            f"weights must have shape ({k},), one per row of means, got {weights.shape}"
+        )
+    if (weights < 0).any():
+        j = int(np.argmax(weights < 0))
+        raise ValueError(f"weights must be non-negative, got weights[{j}] = {weights[j]:.6g}")
+    if abs(weights.sum() - 1.0) > 1e-8:
+        raise ValueError(f"weights must sum to 1, got {weights.sum():.10g}")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"means have {d} features but X has {n_features} (columns)")
+    expected = {3: (k, d, d), 2: (k, d), 1: (k,)}[covariances.ndim]
+    if covariances.shape != expected:
+        raise ValueError(
+            f"covariances of type {_g.covariance_type_of(covariances)!r} must have shape "
+            f"{expected} for {k} components in {d} dimensions, got {covariances.shape}"
+        )
+    if covariances.ndim == 3:
+        asym = np.abs(covariances - covariances.transpose(0, 2, 1)).max(axis=(1, 2))
+        size = np.abs(covariances).max(axis=(1, 2))
+        bad = np.flatnonzero(asym > 1e-10 * size)
+        if bad.size:
+            j = int(bad[0])
+            raise ValueError(
+                f"covariances[{j}] is not symmetric (largest |S - S^T| entry {asym[j]:.3g})"
+            )
+        covariances = 0.5 * (covariances + covariances.transpose(0, 2, 1))
+    _check_positive_definite(covariances, "covariances")
+    return Params(weights, means, covariances)
+
+
+def covariance_type_of(params) -> str:
+    """Covariance type of ``params``: "full", "diag" or "spherical", from the covariances' shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> print(covariance_type_of(Params(np.ones(1), np.zeros((1, 2)), np.ones((1, 2)))))
+    diag
+    """
+    covariances = np.asarray(params[2])
+    if covariances.ndim not in (1, 2, 3):
+        raise ValueError(
+            f"covariances must be 1-D, 2-D or 3-D, got an array of shape {covariances.shape}"
+        )
+    return _g.covariance_type_of(covariances)
+
+
+# ------------------------------------------------------------------- centred, scaled problem
+
+
+class _Problem:
+    """Data centred at its mean and divided by a power of two, with its feature matrix.
+
+    Methods ``log_likelihood``, ``e_step``, ``m_step`` and ``elbo`` are the four functions of
+    :func:`emtutor.em.run`, on parameters in the scaled units. The E-step is computed once per
+    parameter value: ``log_likelihood(theta)`` keeps the responsibilities for the next
+    ``e_step(theta)``, and ``m_step`` keeps the moments that ``elbo`` needs.
+    """
+
+    def __init__(self, X: np.ndarray, covariance_type: str, reg_covar: float = 0.0):
+        n, d = X.shape
+        self.covariance_type = covariance_type
+        self.centre = X.mean(axis=0)
+        spread = float(np.abs(X - self.centre).max())
+        # A power of two, so that scaling and unscaling are exact.
+        self.scale = math.ldexp(1.0, math.frexp(spread)[1]) if spread > 0 else 1.0
+        self.X = (X - self.centre) / self.scale
+        self.T = _g.features(self.X, covariance_type)
+        self.radius = math.sqrt(float(np.einsum("nd,nd->n", self.X, self.X).max()))
+        self.reg = reg_covar / self.scale**2
+        self.log_scale = math.log(self.scale)
+        self.shift = -n * d * self.log_scale  # ln p(X) = ln p(scaled X) - N D ln(scale)
+        self.iteration = 0
+        self._post = None  # (theta, resp, log-likelihood)
+        self._moments = None  # (resp, moments, theta that produced resp, its log-likelihood)
+
+    def to_scaled(self, p: Params) -> Params:
+        s = self.scale
+        return Params(p.weights, (p.means - self.centre) / s, p.covariances / s**2)
+
+    def to_original(self, p: Params) -> Params:
+        s = self.scale
+        return Params(p.weights, self.centre + s * p.means, p.covariances * s**2)
+
+    def log_joint(self, theta: Params) -> np.ndarray:
+        """(K, N) log joint in the original units."""
+        lj = _g.log_joint(self.T, self.X, self.radius, *theta)
+        lj -= self.X.shape[1] * self.log_scale
+        return lj
+
+    def log_likelihood(self, theta: Params) -> float:
+        lj = _g.log_joint(self.T, self.X, self.radius, *theta)
+        resp, point_ll = _g.posterior(lj)
+        ll = float(point_ll.sum()) + self.shift
+        self._post = (theta, resp, ll)
+        return ll
+
+    def e_step(self, theta: Params) -> np.ndarray:
+        if self._post is None or self._post[0] is not theta:
+            self.log_likelihood(theta)
+        return self._post[1]
+
+    def moments(self, resp: np.ndarray) -> _g.Moments:
+        return _g.moments(self.T, self.X, resp, self.covariance_type, self.reg)
+
+    def check_covariances(self, p: Params, when: str) -> None:
+        _check_positive_definite(
+            p.covariances,
+            f"the covariance {when}: covariances",
+            "; its responsibility sits on too few distinct points. Use reg_covar > 0 "
+            "(the default is 1e-6) or fewer components",
+        )
+
+    def m_step(self, resp: np.ndarray) -> Params:
+        theta_old, resp_old, ll_old = self._post
+        if resp is not resp_old:  # not the cached E-step: no previous parameters to fall on
+            raise RuntimeError("m_step expects the responsibilities of the last e_step")
+        self.iteration += 1
+        m = self.moments(resp)
+        _warn_empty(m, f"at iteration {self.iteration}")
+        theta = Params(*_g.params_from_moments(m, self.reg, *theta_old[1:]))
+        self.check_covariances(theta, f"after M-step {self.iteration}")
+        self._moments = (resp, m, theta_old, ll_old)
+        return theta
+
+    def elbo(self, resp: np.ndarray, theta: Params) -> float:
+        """``L(q_i, theta_{i+1}) = ln p(theta_i) + Q(theta_{i+1}) - Q(theta_i)``, ``q_i`` exact."""
+        resp_m, m, theta_old, ll_old = self._moments
+        if resp is not resp_m:
+            raise RuntimeError("elbo expects the responsibilities of the last m_step")
+        gain = _g.expected_complete_loglik(*theta, m) - _g.expected_complete_loglik(*theta_old, m)
+        return ll_old + gain
+
+
+def _warn_empty(m: _g.Moments, when: str) -> None:
+    if m.empty.any():
+        ks = np.flatnonzero(m.empty).tolist()
+        warnings.warn(
+            f"component(s) {ks} received a total responsibility <= 10 eps {when}; they keep "
+            "their previous mean and covariance with a weight of about 1e-15 / N, i.e. they "
+            "are switched off. Consider fewer components or another initialisation",
+            EmptyComponentWarning,
+            stacklevel=4,
+        )
+
+
+def _prepare(X: ArrayLike, params) -> tuple[_Problem, Params]:
+    """Validate ``X`` and ``params`` together; return the scaled problem and scaled params."""
+    X = _check_X(X)
+    params = check_params(params, X.shape[1])
+    problem = _Problem(X, covariance_type_of(params))
+    return problem, problem.to_scaled(params)
+
+
+# ------------------------------------------------------------------ exponential-family view
+
+
+def sufficient_statistics(X: ArrayLike, covariance_type: str = "full") -> np.ndarray:
+    r"""Sufficient statistics ``T(x)`` of a Gaussian component, one row per data point.
+
+    Columns: ``1``, then ``x_1, ..., x_D``, then the quadratic terms: for "full" the products
+    ``x_i x_j`` with ``i <= j`` in :func:`numpy.triu_indices` order (``D (D + 1) / 2`` of
+    them), for "diag" the squares ``x_j^2``, for "spherical" the single ``|x|^2``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Data, one point per row.
+    covariance_type : {"full", "diag", "spherical"}
+        Which quadratic terms the covariance type needs.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, F)
+
+    Raises
+    ------
+    ValueError
+        If X is not a finite 2-D array or the covariance type is unknown.
+
+    Examples
+    --------
+    >>> print(sufficient_statistics([[2.0, 3.0]]))
+    [[1. 2. 3. 4. 6. 9.]]
+    >>> print(sufficient_statistics([[2.0, 3.0]], "spherical"))
+    [[ 1.  2.  3. 13.]]
+    """
+    X = _check_X(X)
+    return _g.features(X, _check_covariance_type(covariance_type)).T
+
+
+def natural_parameters(params) -> np.ndarray:
+    r"""Natural parameters ``eta`` with ``log_joint(X, params) == sufficient_statistics(X) @ eta``.
+
+    For component ``k`` with precision ``Lam = Sigma^{-1}`` (from a Cholesky factor):
+
+    * constant feature: ``ln w_k - mu^T Lam mu / 2 - ln|Sigma| / 2 - (D / 2) ln(2 pi)``;
+    * ``x``: ``Lam mu``;
+    * ``x_i x_j``: ``-Lam_ii / 2`` on the diagonal, ``-Lam_ij`` off it (the upper triangle
+      stands for both ``x_i x_j`` and ``x_j x_i``); "diag": ``-1 / (2 s_kj)``;
+      "spherical": ``-1 / (2 s_k)``.
+
+    The covariance type is read off the shape of ``params.covariances``.
+
+    Parameters
+    ----------
+    params : Params
+
+    Returns
+    -------
+    numpy.ndarray, shape (F, K)
+
+    Raises
+    ------
+    ValueError
+        If ``params`` is invalid (see :func:`check_params`).
+
+    Notes
+    -----
+    The product adds terms as large as ``|Lam| (|x| + |mu|)^2``; for data far from the origin
+    or very narrow components it loses digits. :func:`log_joint` and :func:`fit` centre and
+    scale the data first and fall back to a Cholesky evaluation where needed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Params([0.4, 0.6], [[0.0, 1.0], [2.0, -1.0]],
+    ...            [[[1.0, 0.3], [0.3, 2.0]], [[0.5, 0.0], [0.0, 0.5]]])
+    >>> X = np.array([[0.5, 0.5], [1.0, -2.0], [3.0, 0.0]])
+    >>> eta = natural_parameters(p)
+    >>> print(eta.shape)
+    (6, 2)
+    >>> print(np.allclose(sufficient_statistics(X) @ eta, log_joint(X, p), rtol=1e-12))
+    True
+    """
+    params = check_params(params)
+    return _g.natural_parameters(*params)[0]
+
+
+# --------------------------------------------------------------------- the functional core
+
+
+def log_joint(X: ArrayLike, params) -> np.ndarray:
+    """Log joint ``ln p(x_n, z_n = k | theta) = ln w_k + ln N(x_n | mu_k, Sigma_k)``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Data, one point per row.
+    params : Params
+        Mixture parameters; the covariance type is read off their shape.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, K)
+        Natural logarithms; ``-inf`` only in the column of a component of weight exactly 0.
+
+    Raises
+    ------
+    ValueError
+        If X is not a finite 2-D array, its number of columns differs from the means', or
+        ``params`` is invalid (see :func:`check_params`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.stats import norm
+    >>> p = Params([0.3, 0.7], [[0.0], [2.0]], [1.0, 0.25])
+    >>> print(log_joint([[1.0]], p).round(4))
+    [[-2.6229 -2.5825]]
+    >>> print(np.log([0.3 * norm.pdf(1.0), 0.7 * norm.pdf(1.0, 2.0, 0.5)]).round(4))
+    [-2.6229 -2.5825]
+    """
+    problem, theta = _prepare(X, params)
+    return np.ascontiguousarray(problem.log_joint(theta).T)
+
+
+def e_step(X: ArrayLike, params) -> tuple[np.ndarray, float]:
+    """E-step: responsibilities ``p(z_n = k | x_n, theta)`` and the log-likelihood.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    params : Params
+
+    Returns
+    -------
+    resp : numpy.ndarray, shape (N, K)
+        Rows sum to 1.
+    log_likelihood : float
+        ``ln p(X | theta)``, the total over the data (it comes with the E-step at no cost).
+
+    Raises
+    ------
+    ValueError
+        As :func:`log_joint`.
+
+    Examples
+    --------
+    >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
+    >>> resp, ll = e_step([[1.0], [3.0]], p)
+    >>> print(resp.round(4), round(ll, 4))
+    [[0.5   0.5  ]
+     [0.018 0.982]] -3.5129
+    """
+    problem, theta = _prepare(X, params)
+    ll = problem.log_likelihood(theta)
+    return np.ascontiguousarray(problem.e_step(theta).T), ll
+
+
+def log_likelihood(X: ArrayLike, params) -> float:
+    """Log-likelihood ``ln p(X | theta) = sum_n ln sum_k w_k N(x_n | mu_k, Sigma_k)``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    params : Params
+
+    Returns
+    -------
+    float
+        Natural logarithm, total over the data points.
+
+    Raises
+    ------
+    ValueError
+        As :func:`log_joint`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.stats import norm
+    >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
+    >>> x = np.array([1.0, 3.0])
+    >>> print(round(log_likelihood(x[:, None], p), 6))
+    -3.512874
+    >>> print(round(float(np.log(0.5 * norm.pdf(x) + 0.5 * norm.pdf(x, 2.0)).sum()), 6))
+    -3.512874
+    """
+    problem, theta = _prepare(X, params)
+    return problem.log_likelihood(theta)
+
+
+def m_step(
+    X: ArrayLike, resp: ArrayLike, *, covariance_type: str, reg_covar: float = 1e-6
+) -> Params:
+    """M-step: the parameters maximising ``Q(theta, theta_old)`` for given responsibilities.
+
+    With ``N_k = sum_n r_nk``: ``w_k = N_k / N``, ``mu_k = sum_n r_nk x_n / N_k`` and
+    ``Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I`` ("diag": its
+    diagonal; "spherical": the mean of that diagonal). As in scikit-learn, ``10 eps`` is added
+    to each ``N_k`` in the weights, and ``reg_covar`` keeps covariances positive definite.
+    Everything comes from the expected sufficient statistics ``resp^T T(X)``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    resp : array_like, shape (N, K)
+        Responsibilities; rows are distributions.
+    covariance_type : {"full", "diag", "spherical"}
+    reg_covar : float
+        Non-negative amount added to the diagonal of every covariance.
+
+    Returns
+    -------
+    Params
+
+    Raises
+    ------
+    ValueError
+        If X or resp is malformed (shapes, NaN, rows not summing to 1), ``reg_covar < 0``, a
+        column of ``resp`` sums to (almost) zero (that component's mean is undefined), or a
+        covariance comes out singular (possible only with ``reg_covar = 0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [1.0], [5.0], [7.0]])
+    >>> resp = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    >>> p = m_step(X, resp, covariance_type="spherical", reg_covar=0.0)
+    >>> print(p.weights.round(4), p.means.ravel().round(4), p.covariances.round(4))
+    [0.5 0.5] [0.5 6. ] [0.25 1.  ]
+    """
+    X = _check_X(X)
+    covariance_type = _check_covariance_type(covariance_type)
+    reg_covar = _check_reg_covar(reg_covar)
+    resp = as_float_array(resp, "resp", ndim=2)
+    if resp.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"resp must have one row per data point: X has {X.shape[0]} rows, resp {resp.shape[0]}"
+        )
+    resp = check_distribution(resp, "resp")
+    problem = _Problem(X, covariance_type, reg_covar)
+    m = problem.moments(np.ascontiguousarray(resp.T))
+    if m.empty.any():
+        k = int(np.flatnonzero(m.empty)[0])
+        raise ValueError(
+            f"column {k} of resp sums to {m.totals[k]:.3g}: component {k} has no data, so its "
+            "mean and covariance are undefined; drop it or change the responsibilities"
+        )
+    theta = Params(*_g.params_from_moments(m, problem.reg, m.means, m.scatter))
+    problem.check_covariances(theta, "from the M-step")
+    return problem.to_original(theta)
+
+
+def predict_proba(X: ArrayLike, params) -> np.ndarray:
+    """Posterior probabilities ``p(z_n = k | x_n, theta)``, shape (N, K).
+
+    Same as the first output of :func:`e_step`.
+
+    Examples
+    --------
+    >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
+    >>> print(predict_proba([[1.0], [3.0]], p).round(4))
+    [[0.5   0.5  ]
+     [0.018 0.982]]
+    """
+    return e_step(X, params)[0]
+
+
+def predict(X: ArrayLike, params) -> np.ndarray:
+    """Most probable component ``argmax_k p(z_n = k | x_n, theta)`` of each point, shape (N,).
+
+    Ties go to the lowest index.
+
+    Examples
+    --------
+    >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
+    >>> print(predict([[-1.0], [0.9], [3.0]], p))
+    [0 0 1]
+    """
+    problem, theta = _prepare(X, params)
+    return np.argmax(problem.log_joint(theta), axis=0)
+
+
+def sample(params, n: int, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` points from the mixture: ``z ~ Categorical(w)``, then ``x ~ N(mu_z, Sigma_z)``.
+
+    Parameters
+    ----------
+    params : Params
+    n : int
+        Number of points, ``>= 1``.
+    random_state : None, int or numpy.random.Generator
+        Seed or generator (passed to :func:`numpy.random.default_rng`).
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n, D)
+    z : numpy.ndarray of int, shape (n,)
+        The component each point came from.
+
+    Examples
+    --------
+    >>> p = Params([0.25, 0.75], [[-5.0], [5.0]], [1.0, 1.0])
+    >>> X, z = sample(p, 1000, random_state=0)
+    >>> print(X.shape, round(float((z == 1).mean()), 2), round(float(X[z == 1].mean()), 1))
+    (1000, 1) 0.77 5.0
+    """
+    params = check_params(params)
+    n = _check_int(n, "n", 1)
+    rng = np.random.default_rng(random_state)
+    weights, means, covariances = params
+    z = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    noise = rng.standard_normal((n, means.shape[1]))
+    factors = _g.cholesky(covariances)
+    X = np.empty_like(noise)
+    for k in range(len(weights)):
+        rows = z == k
+        if covariances.ndim == 3:
+            X[rows] = means[k] + noise[rows] @ factors[k].T
+        else:
+            X[rows] = means[k] + noise[rows] * factors[k]
+    return X, z
+
+
+# ------------------------------------------------------------------------------- the driver
+
+
+def _kmeans_plusplus(problem: _Problem, k: int, rng: np.random.Generator) -> Params:
+    """k-means++ seeding, nearest-centre assignment, then one M-step (scaled units)."""
+    X = problem.X
+    n = X.shape[0]
+    index = [int(rng.integers(n))]
+    dist2 = np.einsum("nd,nd->n", X - X[index[0]], X - X[index[0]])
+    for _ in range(1, k):
+        total = dist2.sum()
+        i = int(rng.choice(n, p=dist2 / total)) if total > 0 else int(rng.integers(n))
+        index.append(i)
+        dist2 = np.minimum(dist2, np.einsum("nd,nd->n", X - X[i], X - X[i]))
+    centres = X[index]
+    sq = (
+        np.einsum("nd,nd->n", X, X)[None, :]
+        - 2.0 * centres @ X.T
+        + np.einsum("kd,kd->k", centres, centres)[:, None]
+    )
+    labels = np.argmin(sq, axis=0)
+    resp = (labels[None, :] == np.arange(k)[:, None]).astype(float)
+    m = problem.moments(resp)
+    _warn_empty(m, "after the k-means++ assignment (fewer distinct points than components?)")
+    # An empty cluster keeps its centre and the scatter of the whole data set.
+    whole = problem.moments(np.ones((1, n)))
+    whole_cov = _g.params_from_moments(whole, problem.reg, whole.means, whole.scatter)[2]
+    fallback_cov = np.repeat(whole_cov, k, axis=0)
+    return Params(*_g.params_from_moments(m, problem.reg, centres, fallback_cov))
+
+
+def _initial_params(problem: _Problem, k: int, init, rng) -> Params:
+    if isinstance(init, str):
+        if init == "kmeans++":
+            theta = _kmeans_plusplus(problem, k, rng)
+        else:
+            resp = rng.random((problem.X.shape[0], k))
+            resp /= resp.sum(axis=1, keepdims=True)
+            m = problem.moments(np.ascontiguousarray(resp.T))
+            theta = Params(*_g.params_from_moments(m, problem.reg, m.means, m.scatter))
+        problem.check_covariances(theta, "at initialisation")
+        return theta
+    return problem.to_scaled(init)
+
+
+def fit(
+    X: ArrayLike,
+    n_components: int,
+    *,
+    covariance_type: str | None = None,
+    init: str | Params = "kmeans++",
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    reg_covar: float = 1e-6,
+    random_state: int | np.random.Generator | None = None,
+) -> GMMResult:
+    """Fit a Gaussian mixture by EM (via :func:`emtutor.em.run`) and return the full trace.
+
+    Each iteration is an E-step (:func:`e_step`) and an M-step (:func:`m_step`); the
+    log-likelihood is recorded at every parameter value, starting with the initial one, and
+    EM stops by the package's rule :func:`emtutor.em.has_converged`.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Data, one point per row; finite.
+    n_components : int
+        ``K``, with ``1 <= K <= N``.
+    covariance_type : {"full", "diag", "spherical"}, optional
+        Defaults to the type of ``init`` when it is a :class:`Params`, else to "full". Given
+        together with ``init`` parameters, the two must agree.
+    init : "kmeans++", "random" or Params
+        "kmeans++": k-means++ seeding (centres drawn with probability proportional to the
+        squared distance to the nearest centre so far), each point assigned to its nearest
+        centre, then one M-step. "random": responsibilities drawn uniformly and normalised,
+        then one M-step. A :class:`Params` is used as the starting point as is.
+    n_init : int
+        Number of random starts; the run with the highest final log-likelihood is returned.
+        Must be 1 when ``init`` is a :class:`Params`.
+    max_iter : int
+        Maximum number of EM iterations (``>= 0``).
+    tol : float
+        Positive tolerance of :func:`emtutor.em.has_converged`: stop when the log-likelihood
+        rose by less than ``tol * max(1, |ln p|)``.
+    reg_covar : float
+        Non-negative amount added to the diagonal of each covariance after every M-step (and
+        at initialisation), as in scikit-learn. It bounds covariances away from zero, so a
+        component collapsing onto repeated points keeps a finite likelihood.
+    random_state : None, int or numpy.random.Generator
+        Seed or generator for the initialisation; an int reproduces a fit exactly. With
+        ``n_init > 1`` one generator serves the starts in turn.
+
+    Returns
+    -------
+    GMMResult
+        ``params``, ``log_likelihood`` (entry ``i`` = ``ln p(X | theta_i)``, entry 0 at the
+        initial parameters), ``elbo`` (entry ``i`` = ``L(q_i, theta_{i + 1})``), ``n_iter``,
+        ``converged``, ``responsibilities`` at the final parameters, and the whole trace.
+
+    Raises
+    ------
+    ValueError
+        If X is not a finite 2-D array, ``n_components`` is not in ``1..N``, an option is out of
+        range, ``init`` is an unknown string or invalid parameters, or a covariance becomes
+        singular (only possible with ``reg_covar = 0``).
+    TypeError
+        If an integer option is not an integer or ``init`` has the wrong type.
+
+    Warns
+    -----
+    EmptyComponentWarning
+        When a component receives (almost) no responsibility; see its documentation.
+    emtutor.em.LikelihoodDecreaseWarning
+        If the log-likelihood goes down (it should not, up to rounding; ``reg_covar > 0``
+        makes the M-step slightly inexact).
+
+    Notes
+    -----
+    One E-step per iteration: the log-likelihood ``ln p(X | theta_i)`` is a by-product of the
+    E-step at ``theta_i`` (see :func:`emtutor.gmm.e_step`), and the ELBO comes from the
+    expected sufficient statistics of the M-step, via ``L(q_i, theta) = ln p(X | theta_i) +
+    Q(theta, theta_i) - Q(theta_i, theta_i)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = Params([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]],
+    ...                [[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]]])
+    >>> X, z = sample(truth, 2000, random_state=1)
+    >>> res = fit(X, 2, random_state=0)
+    >>> order = np.argsort(res.params.means[:, 0])
+    >>> print(res.converged, res.params.weights[order].round(2))
+    True [0.3 0.7]
+    >>> print(bool(np.abs(res.params.means[order] - truth.means).max() < 0.1))
+    True
+    >>> print(bool(np.all(np.diff(res.log_likelihood) >= -1e-9)))
+    True
+    >>> res.check_sandwich()
+    """
+    X = _check_X(X)
+    n = X.shape[0]
+    k = _check_int(n_components, "n_components", 1)
+    if k > n:
+        raise ValueError(f"n_components = {k} exceeds the number of data points N = {n}")
+    n_init = _check_int(n_init, "n_init", 1)
+    max_iter = _check_int(max_iter, "max_iter", 0)
+    reg_covar = _check_reg_covar(reg_covar)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a positive real number, got {type(tol).__name__}")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol}")
+    if isinstance(init, str):
+        if init not in ("kmeans++", "random"):
+            raise ValueError(f"init must be 'kmeans++', 'random' or Params, got {init!r}")
+        covariance_type = _check_covariance_type(covariance_type or "full")
+    elif isinstance(init, tuple):
+        init = check_params(init, X.shape[1])
+        init_type = covariance_type_of(init)
+        if covariance_type is not None and _check_covariance_type(covariance_type) != init_type:
+            raise ValueError(
+                f"covariance_type={covariance_type!r} but the covariances of init have the "
+                f"shape of type {init_type!r}"
+            )
+        covariance_type = init_type
+        if len(init.weights) != k:
+            raise ValueError(
+                f"init has {len(init.weights)} components but n_components = {k}"
+            )
+        if n_init != 1:
+            raise ValueError(
+                "n_init > 1 needs a random init; every start from given Params is the same"
+            )
+    else:
+        raise TypeError(f"init must be 'kmeans++', 'random' or Params, got {type(init).__name__}")
+    rng = np.random.default_rng(random_state)
+
+    problem = _Problem(X, covariance_type, reg_covar)
+    best = None
+    for _ in range(n_init):
+        problem.iteration = 0
+        theta0 = _initial_params(problem, k, init, rng)
+        trace = run(
+            theta0,
+            problem.e_step,
+            problem.m_step,
+            problem.log_likelihood,
+            elbo=problem.elbo,
+            tol=tol,
+            max_iter=max_iter,
+        )
+        if best is None or trace.log_likelihood[-1] > best[0].log_likelihood[-1]:
+            best = (trace, problem.e_step(trace.theta))
+    trace, resp = best
+    thetas = [problem.to_original(t) for t in trace.thetas]
+    return GMMResult(
+        theta=thetas[-1],
+        thetas=thetas,
+        log_likelihood=trace.log_likelihood,
+        elbo=trace.elbo,
+        n_iter=trace.n_iter,
+        converged=trace.converged,
+        responsibilities=np.ascontiguousarray(resp.T),
+        covariance_type=covariance_type,
+    )
