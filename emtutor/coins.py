@@ -158,6 +158,14 @@ def _check_counts(heads, n_tosses) -> tuple[np.ndarray, np.ndarray]:
     return h, n
 
 
+def _check_resp(resp, n_sets: int) -> np.ndarray:
+    """Validate responsibilities: (N, K), one row per set, rows summing to 1."""
+    r = as_float_array(resp, "resp", ndim=2)
+    if r.shape[0] != n_sets:
+        raise ValueError(f"resp must have one row per set: got {r.shape[0]} rows for {n_sets} sets")
+    return check_distribution(r, "resp")
+
+
 def _check_params(params) -> Params:
     """Validate ``(theta, weights)``; return a :class:`Params` of float arrays."""
     try:
@@ -295,10 +303,7 @@ def m_step(
     [0.756  0.6067] [0.5 0.5]
     """
     h, n = _check_counts(heads, n_tosses)
-    r = as_float_array(resp, "resp", ndim=2)
-    if r.shape[0] != h.size:
-        raise ValueError(f"resp must have one row per set: got {r.shape[0]} rows for {h.size} sets")
-    r = check_distribution(r, "resp")
+    r = _check_resp(resp, h.size)
     n_coins = r.shape[1]
     if estimate_weights:
         new_weights = r.sum(axis=0) / r.shape[0]
@@ -384,10 +389,7 @@ def expected_counts(heads, n_tosses, resp) -> tuple[np.ndarray, np.ndarray]:
     [21.3 11.7] [8.6 8.4]
     """
     h, n = _check_counts(heads, n_tosses)
-    r = as_float_array(resp, "resp", ndim=2)
-    if r.shape[0] != h.size:
-        raise ValueError(f"resp must have one row per set: got {r.shape[0]} rows for {h.size} sets")
-    r = check_distribution(r, "resp")
+    r = _check_resp(resp, h.size)
     return r.T @ h, r.T @ (n - h)
 
 
