@@ -121,7 +121,7 @@ def _check_w(w, X: np.ndarray, name: str = "w") -> np.ndarray:
 def sigmoid(z) -> np.ndarray | float:
     """Logistic sigmoid σ(z) = 1 / (1 + e^{−z}), elementwise and without overflow.
 
-    Computed with :func:`scipy.special.expit`, which never evaluates ``exp`` of a large
+    Computed with ``scipy.special.expit``, which never evaluates ``exp`` of a large
     positive number: σ(±1e4) is exactly 1 and 0 with no warning.
 
     Parameters
@@ -155,7 +155,7 @@ def log_sigmoid(z) -> np.ndarray | float:
     """Log of the sigmoid, ln σ(z) = −ln(1 + e^{−z}), elementwise and without overflow.
 
     Evaluating ``np.log(sigmoid(z))`` gives ``-inf`` once σ(z) underflows to 0 (z below
-    about −745) and loses all digits of 1 − σ(z) for large z; :func:`scipy.special.log_expit`
+    about −745) and loses all digits of 1 − σ(z) for large z; ``scipy.special.log_expit``
     avoids both: ln σ(−1e4) = −1e4 exactly.
 
     Parameters
@@ -197,17 +197,17 @@ def log_likelihood_terms(w, X, y) -> np.ndarray:
 
     Parameters
     ----------
-    w : array_like, shape (d,)
-        Weights.
-    X : array_like, shape (N, d)
-        Features, one row per data point.
-    y : array_like, shape (N,)
-        Labels, each 0 or 1.
+    w : array_like
+        Weights, shape (d,).
+    X : array_like
+        Features, one row per data point, shape (N, d).
+    y : array_like
+        Labels, each 0 or 1, shape (N,).
 
     Returns
     -------
-    numpy.ndarray, shape (N,)
-        The terms, each ≤ 0.
+    numpy.ndarray
+        The terms, each ≤ 0, shape (N,).
 
     Raises
     ------
@@ -236,12 +236,12 @@ def log_likelihood(w, X, y) -> float:
 
     Parameters
     ----------
-    w : array_like, shape (d,)
-        Weights.
-    X : array_like, shape (N, d)
-        Features, one row per data point.
-    y : array_like, shape (N,)
-        Labels, each 0 or 1.
+    w : array_like
+        Weights, shape (d,).
+    X : array_like
+        Features, one row per data point, shape (N, d).
+    y : array_like
+        Labels, each 0 or 1, shape (N,).
 
     Returns
     -------
@@ -272,16 +272,17 @@ def gradient(w, X, y) -> np.ndarray:
 
     Parameters
     ----------
-    w : array_like, shape (d,)
-        Weights.
-    X : array_like, shape (N, d)
-        Features, one row per data point.
-    y : array_like, shape (N,)
-        Labels, each 0 or 1.
+    w : array_like
+        Weights, shape (d,).
+    X : array_like
+        Features, one row per data point, shape (N, d).
+    y : array_like
+        Labels, each 0 or 1, shape (N,).
 
     Returns
     -------
-    numpy.ndarray, shape (d,)
+    numpy.ndarray
+        ∇L(w), shape (d,).
 
     Raises
     ------
@@ -309,17 +310,17 @@ def hessian(w, X, y) -> np.ndarray:
 
     Parameters
     ----------
-    w : array_like, shape (d,)
-        Weights.
-    X : array_like, shape (N, d)
-        Features, one row per data point.
-    y : array_like, shape (N,)
-        Labels, each 0 or 1.
+    w : array_like
+        Weights, shape (d,).
+    X : array_like
+        Features, one row per data point, shape (N, d).
+    y : array_like
+        Labels, each 0 or 1, shape (N,).
 
     Returns
     -------
-    numpy.ndarray, shape (d, d)
-        Symmetric and negative semi-definite.
+    numpy.ndarray
+        Symmetric and negative semi-definite, shape (d, d).
 
     Raises
     ------
@@ -357,16 +358,17 @@ def is_separable(X, y) -> bool:
     (Albert and Anderson, 1984). If such a ``v`` exists with at least one strict
     inequality, L(w + c v) keeps increasing as c → ∞, towards a supremum it never reaches,
     and ‖w‖ would grow without bound under any ascent method. This function decides the
-    question with one linear program (:func:`scipy.optimize.linprog`): maximise
+    question with one linear program (``scipy.optimize.linprog``): maximise
     Σ_i s_i v·x_i subject to s_i v·x_i ≥ 0 and −1 ≤ v_j ≤ 1. The optimum is 0 unless the
     data are separated, in which case it is positive.
 
     Parameters
     ----------
-    X : array_like, shape (N, d)
-        Features, one row per data point (with a column of ones for an intercept).
-    y : array_like, shape (N,)
-        Labels, each 0 or 1.
+    X : array_like
+        Features, shape (N, d), one row per data point (with a column of ones for an
+        intercept).
+    y : array_like
+        Labels, each 0 or 1, shape (N,).
 
     Returns
     -------
@@ -418,8 +420,8 @@ def default_learning_rate(X) -> float:
 
     Parameters
     ----------
-    X : array_like, shape (N, d)
-        Features, one row per data point.
+    X : array_like
+        Features, one row per data point, shape (N, d).
 
     Returns
     -------
@@ -464,26 +466,27 @@ def gradient_ascent(
 
     Stopping rule, checked at every step t: stop, converged, as soon as either
 
-    * 0 ≤ L(w_{t+1}) − L(w_t) < tol · max(1, |L(w_{t+1})|): the increase is small relative
+    * 0 ≤ L(w_{t+1}) − L(w_t) < tol · max(1, abs(L(w_{t+1}))): the increase is small relative
       to L (a decrease never counts as convergence), or
-    * η ‖∇L(w_t)‖² ≤ 64 ε max(1, |L(w_t)|), with ε the machine epsilon: the gain that the
+    * η ‖∇L(w_t)‖² ≤ 64 ε max(1, abs(L(w_t))), with ε the machine epsilon: the gain that the
       next step would bring (to first order) is below the rounding error of L itself, so
       the gradient is zero as far as floating point can tell. With ``tol=0`` only this
       second test ends the run.
 
     Parameters
     ----------
-    X : array_like, shape (N, d)
-        Features, one row per data point (add a column of ones for an intercept).
-    y : array_like, shape (N,)
-        Labels, each 0 or 1.
+    X : array_like
+        Features, shape (N, d), one row per data point (add a column of ones for an
+        intercept).
+    y : array_like
+        Labels, each 0 or 1, shape (N,).
     lr : float, optional
         Learning rate η > 0. The default is :func:`default_learning_rate`,
         η = 4 / λ_max(XᵀX): the Hessian's spectral norm is at most λ_max / 4 (because
         σ(z)σ(−z) ≤ 1/4), so with this η every step increases L. A larger ``lr`` may make
         L decrease; if it decreases by more than rounding error, a ``UserWarning`` says so.
-    w0 : array_like, shape (d,), optional
-        Starting point; zeros by default.
+    w0 : array_like, optional
+        Starting point, shape (d,); zeros by default.
     max_iter : int, default 10_000
         Maximum number of gradient steps (≥ 1).
     tol : float, default 1e-10
