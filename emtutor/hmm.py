@@ -1,0 +1,1345 @@
+"""Hidden Markov models: forward-backward, Viterbi, Baum-Welch (EM) and the ELBO over paths.
+
+A hidden Markov model (HMM) with ``K`` states has parameters ``theta = (pi, A, emission)``:
+the start distribution ``pi`` (``startprob``), the transition matrix ``A`` (``transmat``,
+rows sum to 1) and an emission distribution per state, either
+
+* *categorical*: ``emissionprob[k, m] = p(x_t = m | z_t = k)`` for integer symbols
+  ``x_t in {0, ..., M - 1}``, or
+* *Gaussian*: ``x_t | z_t = k ~ N(means[k], Sigma_k)`` with ``Sigma_k`` diagonal (the
+  ``covariances`` are then the ``(K, D)`` variances) or full (``(K, D, D)`` matrices).
+
+:class:`Params` holds them. The functional core works on log arrays and one sequence:
+
+* :func:`log_emission` gives the ``(T, K)`` array ``ln p(x_t | z_t = k)``;
+* :func:`forward_backward` is the E-step: posterior marginals ``gamma``, expected transition
+  counts ``xi_sum`` and ``ln p(V | theta)``, exact for sequences of any length (scaled
+  recursions; see :mod:`emtutor._forward_backward` for the blocked scheme that makes them fast);
+* :func:`viterbi` gives the most probable path;
+* :func:`chain_posterior`, :func:`posterior_entropy`, :func:`expected_complete_loglik`,
+  :func:`elbo`, :func:`kl_to_posterior` and :func:`decompose` write the course's identities
+  ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))`` (equation ``eq-elbo-kl``) and
+  ``L(q, theta) = Q(theta, theta_old) + H(q)`` (equation ``eq-bound-after-estep``) for a
+  distribution ``q`` over whole paths that is a Markov chain, described by its one- and
+  two-slice marginals ``(gamma, xi)``.
+
+On top sit :func:`fit` (Baum-Welch with a full log-likelihood trace and the package's
+stopping rule :func:`emtutor.em.has_converged`), :func:`score`, :func:`predict`,
+:func:`predict_proba` and :func:`sample`. Several sequences are passed as in hmmlearn:
+concatenated in ``X`` with their ``lengths``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from emtutor._forward_backward import _IMPOSSIBLE, posterior_batch, viterbi_batch
+from emtutor._validation import as_float_array, check_distribution
+from emtutor.bounds import Decomposition, entropy, kl_divergence
+from emtutor.em import has_converged
+
+__all__ = [
+    "ChainPosterior",
+    "FitResult",
+    "ForwardBackward",
+    "Params",
+    "Viterbi",
+    "chain_posterior",
+    "decompose",
+    "elbo",
+    "expected_complete_loglik",
+    "fit",
+    "forward_backward",
+    "kl_to_posterior",
+    "log_emission",
+    "posterior_entropy",
+    "predict",
+    "predict_proba",
+    "sample",
+    "score",
+    "viterbi",
+]
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Params:
+    """Parameters of an HMM with categorical or Gaussian emissions (validated, read-only).
+
+    Give ``emissionprob`` for categorical emissions, or ``means`` and ``covariances`` for
+    Gaussian ones. The covariance type follows from the shape of ``covariances``: ``(K, D)``
+    holds the variances of a diagonal covariance (``"diag"``), ``(K, D, D)`` full matrices
+    (``"full"``).
+
+    Attributes
+    ----------
+    startprob : numpy.ndarray, shape (K,)
+        ``pi_k = p(z_1 = k)``.
+    transmat : numpy.ndarray, shape (K, K)
+        ``A_ij = p(z_t = j | z_{t-1} = i)``; rows sum to 1, zeros allowed.
+    emissionprob : numpy.ndarray, shape (K, M), or None
+        ``B_km = p(x_t = m | z_t = k)`` (categorical emissions).
+    means : numpy.ndarray, shape (K, D), or None
+        Gaussian means.
+    covariances : numpy.ndarray, shape (K, D) or (K, D, D), or None
+        Gaussian variances (diagonal) or covariance matrices (full, positive definite).
+
+    Raises
+    ------
+    ValueError
+        If a probability is negative, a row does not sum to 1 (within ``1e-8``), shapes do
+        not match, a variance is not positive, a covariance matrix is not symmetric positive
+        definite, or the emission parameters are missing or mixed.
+
+    Examples
+    --------
+    >>> p = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+    ...            emissionprob=[[0.7, 0.3], [0.1, 0.9]])
+    >>> print(p.n_states, p.emission, p.log_transmat.round(4))
+    2 categorical [[-0.1054 -2.3026]
+     [-1.6094 -0.2231]]
+    >>> Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.2], [0.2, 0.8]],
+    ...        emissionprob=[[0.7, 0.3], [0.1, 0.9]])
+    Traceback (most recent call last):
+    ...
+    ValueError: rows of transmat must sum to 1 (along axis -1); row 0 sums to 1.1
+    """
+
+    startprob: np.ndarray
+    transmat: np.ndarray
+    emissionprob: np.ndarray | None = None
+    means: np.ndarray | None = None
+    covariances: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        pi = check_distribution(as_float_array(self.startprob, "startprob", ndim=1), "startprob")
+        K = pi.size
+        A = check_distribution(as_float_array(self.transmat, "transmat", ndim=2), "transmat")
+        if A.shape != (K, K):
+            raise ValueError(
+                f"transmat must have shape ({K}, {K}) to match startprob, got {A.shape}"
+            )
+        object.__setattr__(self, "startprob", _readonly(pi))
+        object.__setattr__(self, "transmat", _readonly(A))
+        has_cat = self.emissionprob is not None
+        has_gauss = self.means is not None or self.covariances is not None
+        if has_cat == has_gauss:
+            raise ValueError(
+                "give either emissionprob (categorical emissions) or means and covariances "
+                "(Gaussian emissions), not both and not neither"
+            )
+        if has_cat:
+            B = as_float_array(self.emissionprob, "emissionprob", ndim=2)
+            if B.shape[0] != K:
+                raise ValueError(
+                    f"emissionprob must have one row per state ({K}), got shape {B.shape}"
+                )
+            B = check_distribution(B, "emissionprob")
+            object.__setattr__(self, "emissionprob", _readonly(B))
+            return
+        if self.means is None or self.covariances is None:
+            raise ValueError("Gaussian emissions need both means and covariances")
+        mu = as_float_array(self.means, "means", ndim=2)
+        if mu.shape[0] != K:
+            raise ValueError(f"means must have one row per state ({K}), got shape {mu.shape}")
+        D = mu.shape[1]
+        cov = as_float_array(self.covariances, "covariances", ndim=(2, 3))
+        if cov.ndim == 2:
+            if cov.shape != (K, D):
+                raise ValueError(
+                    f"diagonal covariances (variances) must have shape ({K}, {D}) to match "
+                    f"means, got {cov.shape}"
+                )
+            if np.any(cov <= 0):
+                k, d = (int(i) for i in np.argwhere(cov <= 0)[0])
+                raise ValueError(
+                    f"variances must be positive; covariances[{k}, {d}] = {cov[k, d]:.3g}"
+                )
+        else:
+            if cov.shape != (K, D, D):
+                raise ValueError(
+                    f"full covariances must have shape ({K}, {D}, {D}) to match means, "
+                    f"got {cov.shape}"
+                )
+            if not np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-10, atol=0):
+                raise ValueError("covariance matrices must be symmetric")
+            _cholesky(cov)
+        object.__setattr__(self, "means", _readonly(mu))
+        object.__setattr__(self, "covariances", _readonly(cov))
+
+    @property
+    def n_states(self) -> int:
+        """Number of hidden states ``K``."""
+        return int(self.startprob.size)
+
+    @property
+    def emission(self) -> str:
+        """``"categorical"`` or ``"gaussian"``."""
+        return "categorical" if self.emissionprob is not None else "gaussian"
+
+    @property
+    def covariance_type(self) -> str | None:
+        """``"diag"`` or ``"full"`` for Gaussian emissions, ``None`` for categorical ones."""
+        if self.covariances is None:
+            return None
+        return "diag" if self.covariances.ndim == 2 else "full"
+
+    @property
+    def log_startprob(self) -> np.ndarray:
+        """``ln startprob`` (``-inf`` where the probability is 0)."""
+        return _log(self.startprob)
+
+    @property
+    def log_transmat(self) -> np.ndarray:
+        """``ln transmat`` (``-inf`` where the probability is 0)."""
+        return _log(self.transmat)
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    """Natural log with ``ln 0 = -inf`` and no warning."""
+    out = np.full(np.shape(p), -np.inf)
+    np.log(p, out=out, where=np.asarray(p) > 0)
+    return out
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of a stack of matrices; ValueError naming a bad one."""
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        for k, c in enumerate(cov):
+            try:
+                np.linalg.cholesky(c)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    f"covariance matrix of state {k} is not positive definite"
+                ) from None
+        raise  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# Data checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_symbols(X, n_symbols: int | None = None) -> np.ndarray:
+    arr = np.asarray(X)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"categorical X must be a 1-D array of integer symbols, got shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise ValueError("X is empty; at least one observation is needed")
+    if arr.dtype.kind in "iu":
+        sym = arr.astype(np.intp)
+    else:
+        f = as_float_array(arr, "X")
+        if np.any(f != np.round(f)):
+            raise ValueError("categorical X must hold integer symbols 0, 1, ..., M - 1")
+        sym = f.astype(np.intp)
+    if sym.min() < 0:
+        raise ValueError(f"symbols must be non-negative, found {int(sym.min())}")
+    if n_symbols is not None and sym.max() >= n_symbols:
+        raise ValueError(
+            f"symbol {int(sym.max())} is outside the alphabet 0..{n_symbols - 1} "
+            f"of emissionprob (shape (K, {n_symbols}))"
+        )
+    return sym
+
+
+def _check_features(X, n_features: int | None = None) -> np.ndarray:
+    arr = as_float_array(X, "X")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Gaussian X must be 2-D, shape (T, D), got shape {arr.shape} "
+            "(use X[:, None] for one feature)"
+        )
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"X has {arr.shape[1]} features but the means have {n_features}"
+        )
+    return arr
+
+
+def _check_lengths(lengths, n_obs: int) -> np.ndarray:
+    if lengths is None:
+        return np.array([n_obs], dtype=np.intp)
+    arr = np.asarray(lengths)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"lengths must be a non-empty 1-D array of integers, got {lengths!r}")
+    if arr.dtype.kind not in "iu":
+        f = as_float_array(arr, "lengths")
+        if np.any(f != np.round(f)):
+            raise ValueError("lengths must be integers")
+        arr = f
+    arr = arr.astype(np.intp)
+    if np.any(arr <= 0):
+        raise ValueError(f"every sequence length must be positive, got {int(arr.min())}")
+    if int(arr.sum()) != n_obs:
+        raise ValueError(
+            f"lengths sum to {int(arr.sum())} but X has {n_obs} observations; "
+            "they must be equal"
+        )
+    return arr
+
+
+def _check_data(X, params: Params) -> np.ndarray:
+    if params.emission == "categorical":
+        return _check_symbols(X, params.emissionprob.shape[1])
+    return _check_features(X, params.means.shape[1])
+
+
+def _check_params(params) -> Params:
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be an emtutor.hmm.Params, got {type(params).__name__}")
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# Emissions
+# ---------------------------------------------------------------------------------------------
+
+
+def _gaussian_log_emission(X: np.ndarray, means: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``ln N(x_t | means[k], Sigma_k)`` as a (T, K) array; one vectorised pass per state."""
+    T, D = X.shape
+    K = means.shape[0]
+    out = np.empty((T, K))
+    ones = np.ones(D)
+    if cov.ndim == 2:
+        const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
+        for k in range(K):
+            z = (X - means[k]) / np.sqrt(cov[k])
+            z *= z
+            np.matmul(z, ones, out=out[:, k])
+    else:
+        chol = _cholesky(cov)
+        const = -0.5 * D * _LOG_2PI - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        for k in range(K):
+            z = solve_triangular(chol[k], (X - means[k]).T, lower=True, check_finite=False)
+            out[:, k] = np.einsum("dt,dt->t", z, z)
+    out *= -0.5
+    out += const
+    return out
+
+
+def _emission_factors(X: np.ndarray, params: Params):
+    """Emission factors ``E`` (rows with largest entry 1) and the total of the log shifts."""
+    if params.emission == "categorical":
+        B = params.emissionprob
+        col_max = B.max(axis=0)
+        seen = np.bincount(X, minlength=B.shape[1]) > 0
+        if np.any(seen & (col_max == 0)):
+            m = int(np.argmax(seen & (col_max == 0)))
+            raise ValueError(f"symbol {m} occurs in X but has probability 0 in every state")
+        safe = np.where(col_max > 0, col_max, 1.0)
+        E = (B / safe).T[X]
+        shift = float(np.log(safe)[X].sum())
+        return E, shift
+    logE = _gaussian_log_emission(X, params.means, params.covariances)
+    return _factors_from_log(logE)
+
+
+def _factors_from_log(logE: np.ndarray):
+    m = logE.max(axis=1)
+    if np.any(np.isneginf(m)):
+        t = int(np.argmax(np.isneginf(m)))
+        raise ValueError(
+            f"log_emission row {t} is -inf for every state: observation {t} is impossible"
+        )
+    E = np.exp(logE - m[:, None])
+    return E, float(m.sum())
+
+
+def log_emission(X, params: Params) -> np.ndarray:
+    """Log emission probabilities (or densities) ``ln p(x_t | z_t = k)``, shape (T, K).
+
+    Parameters
+    ----------
+    X : array_like
+        Categorical: 1-D integer symbols in ``0..M-1``. Gaussian: shape (T, D).
+    params : Params
+
+    Returns
+    -------
+    numpy.ndarray, shape (T, K)
+        ``-inf`` where a categorical emission probability is 0.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` does not fit the emission model (shape, NaN, symbols outside the alphabet).
+
+    Examples
+    --------
+    >>> p = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+    ...            means=[[0.0], [3.0]], covariances=[[1.0], [1.0]])
+    >>> print(log_emission([[0.0], [3.0]], p).round(4))
+    [[-0.9189 -5.4189]
+     [-5.4189 -0.9189]]
+    """
+    params = _check_params(params)
+    X = _check_data(X, params)
+    if params.emission == "categorical":
+        return _log(params.emissionprob).T[X]
+    return _gaussian_log_emission(X, params.means, params.covariances)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many sequences: grouping by length
+# ---------------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """How the sequences inside a concatenated ``X`` are batched for the recursions.
+
+    Sequences of similar length form a group padded to the group's longest sequence
+    (padding rows use emission factor 1, see :mod:`emtutor._forward_backward`), so each time
+    step is one vectorised operation across the group. Equal lengths need no copy at all.
+    """
+
+    def __init__(self, lengths: np.ndarray):
+        self.lengths = lengths
+        self.n_obs = int(lengths.sum())
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
+        self.uniform = bool(np.all(lengths == lengths[0]))
+        self.groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if self.uniform:
+            return
+        order = np.argsort(-lengths, kind="stable")
+        sorted_len = lengths[order]
+        i = 0
+        while i < order.size:
+            top = sorted_len[i]
+            j = i + int(np.sum(sorted_len[i:] >= 0.75 * top))
+            seqs = order[i:j]
+            glen = lengths[seqs]
+            offs = np.arange(top)[None, :]
+            valid = offs < glen[:, None]
+            # index into the concatenated rows; padding points at an extra row (index n_obs)
+            idx = np.where(valid, self.starts[seqs][:, None] + offs, self.n_obs)
+            self.groups.append((glen, idx, valid))
+            i = j
+
+    def batches(self, E: np.ndarray):
+        """Yield ``(E_group (N, T, K), lengths or None, idx, valid)`` for every group."""
+        if self.uniform:
+            N, T = self.lengths.size, int(self.lengths[0])
+            yield E.reshape(N, T, -1), None, None, None
+            return
+        ext = np.concatenate([E, np.ones((1, E.shape[1]))])
+        for glen, idx, valid in self.groups:
+            yield ext[idx], glen, idx, valid
+
+
+def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout):
+    """Posterior marginals (concatenated), expected transition counts and ``ln p(V)``."""
+    K = startprob.size
+    gamma = np.empty((layout.n_obs, K)) if not layout.uniform else None
+    xi_acc = np.zeros((K, K))
+    log_c = 0.0
+    for Eg, glen, idx, valid in layout.batches(E):
+        g, alpha, U, lc = posterior_batch(startprob, transmat, Eg, glen)
+        if U.size:
+            xi_acc += alpha[:, :-1].reshape(-1, K).T @ U.reshape(-1, K)
+        log_c += float(lc.sum())
+        if layout.uniform:
+            gamma = g.reshape(-1, K)
+        else:
+            gamma[idx[valid]] = g[valid]
+    return gamma, transmat * xi_acc, log_c + shift
+
+
+# ---------------------------------------------------------------------------------------------
+# E-step on log arrays
+# ---------------------------------------------------------------------------------------------
+
+
+class ForwardBackward(NamedTuple):
+    """Output of :func:`forward_backward`.
+
+    Attributes
+    ----------
+    gamma : numpy.ndarray, shape (T, K)
+        ``gamma[t, k] = p(z_t = k | V, theta)``.
+    xi_sum : numpy.ndarray, shape (K, K)
+        ``sum_t p(z_{t-1} = i, z_t = j | V, theta)``, the expected transition counts.
+    log_likelihood : float
+        ``ln p(V | theta)``.
+    """
+
+    gamma: np.ndarray
+    xi_sum: np.ndarray
+    log_likelihood: float
+
+
+def _check_log_model(log_startprob, log_transmat, log_emission):
+    ls = as_float_array(log_startprob, "log_startprob", ndim=1, allow_neg_inf=True)
+    lA = as_float_array(log_transmat, "log_transmat", ndim=2, allow_neg_inf=True)
+    lE = as_float_array(log_emission, "log_emission", ndim=2, allow_neg_inf=True)
+    K = ls.size
+    if lA.shape != (K, K):
+        raise ValueError(
+            f"log_transmat must have shape ({K}, {K}) to match log_startprob, got {lA.shape}"
+        )
+    if lE.shape[1] != K:
+        raise ValueError(
+            f"log_emission must have one column per state ({K}), got shape {lE.shape}"
+        )
+    pi = check_distribution(np.exp(ls), "exp(log_startprob)")
+    A = check_distribution(np.exp(lA), "exp(log_transmat)")
+    return pi, A, ls, lA, lE
+
+
+def forward_backward(
+    log_startprob, log_transmat, log_emission, *, lengths=None
+) -> ForwardBackward:
+    """E-step of an HMM: posterior marginals, expected transition counts and ``ln p(V)``.
+
+    The scaled forward and backward recursions run in probability space after the largest
+    log emission of each step has been subtracted (and added back to the log-likelihood),
+    so the result is exact for sequences of any length, emission log-likelihoods of any
+    size and transition matrices with structural zeros.
+
+    Parameters
+    ----------
+    log_startprob : array_like, shape (K,)
+        ``ln pi``; ``-inf`` allowed.
+    log_transmat : array_like, shape (K, K)
+        ``ln A``; ``-inf`` allowed (structural zeros). ``exp`` of each row must sum to 1.
+    log_emission : array_like, shape (T, K)
+        ``ln p(x_t | z_t = k)``, e.g. from :func:`log_emission`.
+    lengths : array_like of int, optional
+        Lengths of several sequences concatenated along the rows (as in hmmlearn); then
+        ``xi_sum`` and ``log_likelihood`` are totals over the sequences.
+
+    Returns
+    -------
+    ForwardBackward
+        ``(gamma, xi_sum, log_likelihood)``.
+
+    Raises
+    ------
+    ValueError
+        If an input has NaN or the wrong shape, the probabilities are not distributions,
+        ``lengths`` do not add up to ``T``, or the observations are impossible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fb = forward_backward(np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]]),
+    ...                       np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]]))
+    >>> print(fb.gamma.round(4))
+    [[0.9357 0.0643]
+     [0.9333 0.0667]
+     [0.7051 0.2949]]
+    >>> print(fb.xi_sum.round(4), f"{fb.log_likelihood:.6f}")
+    [[1.6046 0.2644]
+     [0.0338 0.0971]] -2.433263
+    """
+    pi, A, _, _, lE = _check_log_model(log_startprob, log_transmat, log_emission)
+    layout = _Layout(_check_lengths(lengths, lE.shape[0]))
+    E, shift = _factors_from_log(lE)
+    gamma, xi_sum, ll = _estep(E, shift, pi, A, layout)
+    return ForwardBackward(gamma, xi_sum, ll)
+
+
+class Viterbi(NamedTuple):
+    """Output of :func:`viterbi`.
+
+    Attributes
+    ----------
+    path : numpy.ndarray of int, shape (T,)
+        A most probable state sequence ``argmax_Z p(Z | V, theta)``.
+    log_prob : float
+        ``max_Z ln p(V, Z | theta)``.
+    """
+
+    path: np.ndarray
+    log_prob: float
+
+
+def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
+    """Most probable hidden path of one sequence (Viterbi algorithm in log space).
+
+    Parameters
+    ----------
+    log_startprob, log_transmat, log_emission : array_like
+        As in :func:`forward_backward`.
+
+    Returns
+    -------
+    Viterbi
+        ``(path, log_prob)`` with ``log_prob = ln p(V, path | theta)``.
+
+    Raises
+    ------
+    ValueError
+        For malformed inputs or observations that are impossible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = viterbi(np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]]),
+    ...             np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]]))
+    >>> print(v.path, f"{v.log_prob:.6f}")
+    [0 0 0] -2.821191
+    """
+    _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
+    paths, log_prob = viterbi_batch(ls, lA, lE[None])
+    if not np.isfinite(log_prob[0]):
+        raise ValueError(_IMPOSSIBLE)
+    return Viterbi(paths[0], float(log_prob[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The posterior over paths, its entropy, the ELBO and the KL gap
+# ---------------------------------------------------------------------------------------------
+
+
+class ChainPosterior(NamedTuple):
+    """The posterior over paths of one sequence, described by its marginals.
+
+    The posterior ``p(Z | V, theta)`` of an HMM is a Markov chain, so these two arrays
+    determine it completely.
+
+    Attributes
+    ----------
+    gamma : numpy.ndarray, shape (T, K)
+        ``gamma[t, k] = p(z_t = k | V, theta)``.
+    xi : numpy.ndarray, shape (T - 1, K, K)
+        ``xi[t - 1, i, j] = p(z_{t-1} = i, z_t = j | V, theta)`` for ``t = 1, ..., T - 1``
+        (zero-based time).
+    log_likelihood : float
+        ``ln p(V | theta)``.
+    """
+
+    gamma: np.ndarray
+    xi: np.ndarray
+    log_likelihood: float
+
+
+def chain_posterior(log_startprob, log_transmat, log_emission) -> ChainPosterior:
+    """One- and two-slice posterior marginals of one sequence (per time step, not summed).
+
+    Parameters
+    ----------
+    log_startprob, log_transmat, log_emission : array_like
+        As in :func:`forward_backward`.
+
+    Returns
+    -------
+    ChainPosterior
+        ``(gamma, xi, log_likelihood)``; ``xi.sum(axis=0)`` is the ``xi_sum`` of
+        :func:`forward_backward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> post = chain_posterior(np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]]),
+    ...                        np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]]))
+    >>> print(post.xi.shape, post.xi[0].round(4))
+    (2, 2, 2) [[0.9046 0.0311]
+     [0.0287 0.0356]]
+    >>> print(np.allclose(post.xi.sum(axis=2), post.gamma[:-1]))
+    True
+    """
+    pi, A, _, _, lE = _check_log_model(log_startprob, log_transmat, log_emission)
+    E, shift = _factors_from_log(lE)
+    gamma, alpha, U, log_c = posterior_batch(pi, A, E[None])
+    xi = alpha[0, :-1, :, None] * A * U[0, :, None, :]
+    return ChainPosterior(gamma[0], xi, float(log_c[0]) + shift)
+
+
+def _check_chain_q(gamma, xi, K: int | None = None):
+    """Validate ``q = (gamma, xi)`` as the marginals of a Markov chain over paths."""
+    g = check_distribution(as_float_array(gamma, "gamma", ndim=2), "gamma")
+    T, Kg = g.shape
+    if K is not None and Kg != K:
+        raise ValueError(f"gamma must have one column per state ({K}), got shape {g.shape}")
+    x = as_float_array(xi, "xi", ndim=3, allow_empty=True)
+    if x.shape != (T - 1, Kg, Kg):
+        raise ValueError(
+            f"xi must have shape ({T - 1}, {Kg}, {Kg}) to match gamma of shape {g.shape}, "
+            f"got {x.shape}"
+        )
+    if T > 1:
+        check_distribution(x.reshape(T - 1, Kg * Kg), "xi (each time step)")
+        if not (np.allclose(x.sum(axis=2), g[:-1], rtol=0, atol=1e-8)
+                and np.allclose(x.sum(axis=1), g[1:], rtol=0, atol=1e-8)):
+            raise ValueError(
+                "xi and gamma are inconsistent: summing xi[t] over its second (first) index "
+                "must give gamma[t] (gamma[t + 1])"
+            )
+    return g, x
+
+
+def posterior_entropy(gamma, xi) -> float:
+    r"""Entropy of a Markov-chain distribution over paths from its marginals.
+
+    For ``q(Z) = q(z_1) prod_t q(z_t | z_{t-1})`` with one-slice marginals ``gamma`` and
+    two-slice marginals ``xi``, ``ln q(Z) = sum_t ln xi_t(z_{t-1}, z_t) - sum_{t=2}^{T-1}
+    ln gamma_t(z_t)``, so
+
+    .. math::
+
+        H(q) = -\sum_{t=2}^{T} \sum_{i,j} \xi_t(i,j) \ln \xi_t(i,j)
+               + \sum_{t=2}^{T-1} \sum_i \gamma_t(i) \ln \gamma_t(i)
+
+    (one-based time), and ``H = -sum_i gamma_1(i) ln gamma_1(i)`` when ``T = 1``. This needs
+    ``O(T K^2)`` work instead of a sum over the ``K^T`` paths.
+
+    Parameters
+    ----------
+    gamma : array_like, shape (T, K)
+    xi : array_like, shape (T - 1, K, K)
+        Consistent marginals, e.g. from :func:`chain_posterior`.
+
+    Returns
+    -------
+    float
+        ``H(q) >= 0`` in nats.
+
+    Raises
+    ------
+    ValueError
+        If ``gamma`` or ``xi`` are not distributions, their shapes differ, or they are not
+        consistent (the sums of ``xi`` must give ``gamma``).
+
+    Examples
+    --------
+    Two independent fair coin flips form a (trivial) Markov chain with entropy ``2 ln 2``:
+
+    >>> import numpy as np
+    >>> h = posterior_entropy(np.full((2, 2), 0.5), np.full((1, 2, 2), 0.25))
+    >>> print(f"{h:.6f} {2 * np.log(2):.6f}")
+    1.386294 1.386294
+    """
+    g, x = _check_chain_q(gamma, xi)
+    T, K = g.shape
+    if T == 1:
+        return float(entropy(g[0]))
+    h = float(np.sum(entropy(x.reshape(T - 1, K * K))))
+    if T > 2:
+        h -= float(np.sum(entropy(g[1:-1])))
+    return h
+
+
+def _weighted_log_sum(w: np.ndarray, log_p: np.ndarray) -> float:
+    """``sum w * log_p`` with ``0 * (-inf) = 0``."""
+    return float(np.sum(np.multiply(w, log_p, out=np.zeros(np.broadcast_shapes(
+        w.shape, log_p.shape)), where=w > 0)))
+
+
+def expected_complete_loglik(gamma, xi, log_startprob, log_transmat, log_emission) -> float:
+    r"""``Q = E_q[ln p(V, Z | theta)]`` for a Markov-chain ``q`` given by its marginals.
+
+    Because ``ln p(V, Z | theta) = ln pi_{z_1} + sum_t ln A_{z_{t-1} z_t} + sum_t
+    ln p(x_t | z_t)`` (equation ``eq-ch6-joint``) is a sum of terms that each involve one or
+    two neighbouring states,
+
+    .. math::
+
+        Q = \sum_i \gamma_1(i) \ln \pi_i + \sum_{t=2}^T \sum_{i,j} \xi_t(i,j) \ln A_{ij}
+            + \sum_{t=1}^T \sum_k \gamma_t(k) \ln p(x_t \mid z_t = k).
+
+    With ``q = p(Z | V, theta_old)`` this is ``Q(theta, theta_old)``.
+
+    Parameters
+    ----------
+    gamma, xi : array_like
+        Marginals of ``q`` (see :func:`posterior_entropy`).
+    log_startprob, log_transmat, log_emission : array_like
+        The model ``theta`` (see :func:`forward_backward`).
+
+    Returns
+    -------
+    float
+        ``-inf`` if ``q`` gives positive probability to an impossible path.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp, lA = np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]])
+    >>> lE = np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]])
+    >>> post = chain_posterior(lp, lA, lE)
+    >>> print(f"{expected_complete_loglik(post.gamma, post.xi, lp, lA, lE):.6f}")
+    -3.395426
+    """
+    _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
+    g, x = _check_chain_q(gamma, xi, ls.size)
+    if g.shape[0] != lE.shape[0]:
+        raise ValueError(
+            f"gamma has {g.shape[0]} time steps but log_emission has {lE.shape[0]}"
+        )
+    return (_weighted_log_sum(g[0], ls) + _weighted_log_sum(x, lA)
+            + _weighted_log_sum(g, lE))
+
+
+def elbo(gamma, xi, log_startprob, log_transmat, log_emission) -> float:
+    """Evidence lower bound ``L(q, theta) = Q + H(q)`` for a Markov-chain ``q`` over paths.
+
+    Equals :func:`expected_complete_loglik` plus :func:`posterior_entropy`; it is at most
+    ``ln p(V | theta)``, with equality when ``q`` is the posterior at ``theta``.
+
+    Parameters
+    ----------
+    gamma, xi : array_like
+        Marginals of ``q``.
+    log_startprob, log_transmat, log_emission : array_like
+        The model ``theta``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp, lA = np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]])
+    >>> lE = np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]])
+    >>> post = chain_posterior(lp, lA, lE)
+    >>> print(f"{elbo(post.gamma, post.xi, lp, lA, lE):.6f} {post.log_likelihood:.6f}")
+    -2.433263 -2.433263
+    """
+    q_term = expected_complete_loglik(gamma, xi, log_startprob, log_transmat, log_emission)
+    return q_term + posterior_entropy(gamma, xi)
+
+
+def kl_to_posterior(gamma, xi, log_startprob, log_transmat, log_emission) -> float:
+    r"""``KL(q || p(Z | V, theta))`` between two Markov chains over paths, from marginals.
+
+    Both ``q`` and the posterior ``p`` factorise along the chain, so (one-based time)
+
+    .. math::
+
+        \mathrm{KL}(q \,\|\, p) = \sum_{t=2}^{T} \mathrm{KL}(\xi_t \,\|\, \xi^p_t)
+            - \sum_{t=2}^{T-1} \mathrm{KL}(\gamma_t \,\|\, \gamma^p_t),
+
+    with the posterior marginals ``gamma^p, xi^p`` from :func:`chain_posterior`. This is
+    computed from the definition, not as ``ln p - L``.
+
+    Parameters
+    ----------
+    gamma, xi : array_like
+        Marginals of ``q``.
+    log_startprob, log_transmat, log_emission : array_like
+        The model ``theta``.
+
+    Returns
+    -------
+    float
+        ``>= 0``; ``+inf`` if ``q`` gives positive probability to a path the posterior rules
+        out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp, lA = np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]])
+    >>> lE = np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]])
+    >>> uniform_g, uniform_x = np.full((3, 2), 0.5), np.full((2, 2, 2), 0.25)
+    >>> print(f"{kl_to_posterior(uniform_g, uniform_x, lp, lA, lE):.6f}")
+    1.614632
+    """
+    g, x = _check_chain_q(gamma, xi)
+    post = chain_posterior(log_startprob, log_transmat, log_emission)
+    if post.gamma.shape != g.shape:
+        raise ValueError(
+            f"gamma has shape {g.shape} but the model gives posteriors of shape "
+            f"{post.gamma.shape}"
+        )
+    T, K = g.shape
+    if T == 1:
+        return float(kl_divergence(g[0], post.gamma[0]))
+    kl_pairs = float(np.sum(kl_divergence(x.reshape(T - 1, K * K),
+                                          post.xi.reshape(T - 1, K * K))))
+    if not np.isfinite(kl_pairs):
+        return float("inf")
+    if T > 2:
+        kl_pairs -= float(np.sum(kl_divergence(g[1:-1], post.gamma[1:-1])))
+    return kl_pairs
+
+
+def decompose(gamma, xi, log_startprob, log_transmat, log_emission) -> Decomposition:
+    """The three terms of ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))``.
+
+    Each is computed from its own definition (the log-likelihood by the forward recursion,
+    :func:`elbo` and :func:`kl_to_posterior`), so ``ln p = L + KL`` on the result is a real
+    check of equation ``eq-elbo-kl`` for an HMM.
+
+    Parameters
+    ----------
+    gamma, xi : array_like
+        Marginals of a Markov-chain ``q`` over paths.
+    log_startprob, log_transmat, log_emission : array_like
+        The model ``theta``.
+
+    Returns
+    -------
+    emtutor.bounds.Decomposition
+        ``(log_likelihood, elbo, kl)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lp, lA = np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.2, 0.8]])
+    >>> lE = np.log([[0.7, 0.1], [0.7, 0.1], [0.3, 0.9]])
+    >>> d = decompose(np.full((3, 2), 0.5), np.full((2, 2, 2), 0.25), lp, lA, lE)
+    >>> print(f"{d.log_likelihood:.6f} = {d.elbo:.6f} + {d.kl:.6f}")
+    -2.433263 = -4.047896 + 1.614632
+    """
+    ll = forward_backward(log_startprob, log_transmat, log_emission).log_likelihood
+    return Decomposition(
+        ll,
+        elbo(gamma, xi, log_startprob, log_transmat, log_emission),
+        kl_to_posterior(gamma, xi, log_startprob, log_transmat, log_emission),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Model-level functions
+# ---------------------------------------------------------------------------------------------
+
+
+def score(X, params: Params, lengths=None) -> float:
+    """Log-likelihood ``ln p(X | theta)`` (total over the sequences).
+
+    Parameters
+    ----------
+    X : array_like
+        Observations (see :func:`log_emission`), several sequences concatenated.
+    params : Params
+    lengths : array_like of int, optional
+        Sequence lengths; default one sequence.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> p = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+    ...            emissionprob=[[0.7, 0.3], [0.1, 0.9]])
+    >>> print(f"{score([0, 0, 1], p):.6f}")
+    -2.433263
+    """
+    params = _check_params(params)
+    X = _check_data(X, params)
+    layout = _Layout(_check_lengths(lengths, X.shape[0]))
+    E, shift = _emission_factors(X, params)
+    return _estep(E, shift, params.startprob, params.transmat, layout)[2]
+
+
+def predict_proba(X, params: Params, lengths=None) -> np.ndarray:
+    """Posterior state probabilities ``p(z_t = k | X, theta)``, shape (T, K).
+
+    Parameters
+    ----------
+    X : array_like
+    params : Params
+    lengths : array_like of int, optional
+
+    Returns
+    -------
+    numpy.ndarray, shape (T, K)
+
+    Examples
+    --------
+    >>> p = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+    ...            emissionprob=[[0.7, 0.3], [0.1, 0.9]])
+    >>> print(predict_proba([0, 0, 1], p).round(4))
+    [[0.9357 0.0643]
+     [0.9333 0.0667]
+     [0.7051 0.2949]]
+    """
+    params = _check_params(params)
+    X = _check_data(X, params)
+    layout = _Layout(_check_lengths(lengths, X.shape[0]))
+    E, shift = _emission_factors(X, params)
+    return _estep(E, shift, params.startprob, params.transmat, layout)[0]
+
+
+def predict(X, params: Params, lengths=None) -> np.ndarray:
+    """Most probable hidden path of every sequence (Viterbi), concatenated, shape (T,).
+
+    Parameters
+    ----------
+    X : array_like
+    params : Params
+    lengths : array_like of int, optional
+
+    Returns
+    -------
+    numpy.ndarray of int
+
+    Examples
+    --------
+    >>> p = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+    ...            emissionprob=[[0.7, 0.3], [0.1, 0.9]])
+    >>> print(predict([0, 0, 1, 1, 1, 0, 1, 1], p, lengths=[3, 5]))
+    [0 0 0 1 1 1 1 1]
+    """
+    params = _check_params(params)
+    X = _check_data(X, params)
+    layout = _Layout(_check_lengths(lengths, X.shape[0]))
+    if params.emission == "categorical":
+        logE = _log(params.emissionprob).T[X]
+    else:
+        logE = _gaussian_log_emission(X, params.means, params.covariances)
+    ls, lA = params.log_startprob, params.log_transmat
+    K = params.n_states
+    if layout.uniform:
+        N, T = layout.lengths.size, int(layout.lengths[0])
+        paths, lp = viterbi_batch(ls, lA, logE.reshape(N, T, K))
+        if not np.all(np.isfinite(lp)):
+            raise ValueError(_IMPOSSIBLE)
+        return paths.reshape(-1)
+    out = np.empty(layout.n_obs, dtype=np.intp)
+    ext = np.concatenate([logE, np.zeros((1, K))])
+    for glen, idx, valid in layout.groups:
+        paths, lp = viterbi_batch(ls, lA, ext[idx], glen)
+        if not np.all(np.isfinite(lp)):
+            raise ValueError(_IMPOSSIBLE)
+        out[idx[valid]] = paths[valid]
+    return out
+
+
+def sample(params: Params, n: int, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one sequence of length ``n``: observations and hidden states.
+
+    The hidden chain is drawn without a loop over time: each step's uniform number defines a
+    map ``state -> next state`` (inverse CDF of every row of ``A``), and the running
+    compositions of these maps are formed by doubling (``log2 n`` vectorised passes).
+
+    Parameters
+    ----------
+    params : Params
+    n : int
+        Length of the sequence, ``>= 1``.
+    random_state : int, numpy.random.Generator or None
+        Seed or generator.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        Shape (n,) of int (categorical) or (n, D) (Gaussian).
+    states : numpy.ndarray of int, shape (n,)
+
+    Examples
+    --------
+    >>> p = Params(startprob=[1.0, 0.0], transmat=[[0.0, 1.0], [1.0, 0.0]],
+    ...            emissionprob=[[1.0, 0.0], [0.0, 1.0]])
+    >>> X, z = sample(p, 5, random_state=0)
+    >>> print(X, z)
+    [0 1 0 1 0] [0 1 0 1 0]
+    """
+    params = _check_params(params)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = int(n)
+    rng = np.random.default_rng(random_state)
+    K = params.n_states
+
+    def inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+        cum = np.cumsum(p)
+        return np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), p.size - 1)
+
+    z0 = int(inverse_cdf(params.startprob, rng.random()))
+    states = np.empty(n, dtype=np.intp)
+    states[0] = z0
+    if n > 1:
+        u = rng.random(n - 1)
+        # maps[s, i] = next state when leaving state i at step s
+        maps = np.stack([inverse_cdf(params.transmat[i], u) for i in range(K)], axis=1)
+        d = 1
+        while d < n - 1:  # inclusive prefix composition: maps[s] <- maps[s] o maps[s - d]
+            maps[d:] = np.take_along_axis(maps[d:], maps[:-d], axis=1)
+            d *= 2
+        states[1:] = maps[:, z0]
+    if params.emission == "categorical":
+        B = params.emissionprob
+        cum = np.cumsum(B, axis=1)
+        u = rng.random(n) * cum[states, -1]
+        X = np.minimum((u[:, None] >= cum[states]).sum(axis=1), B.shape[1] - 1)
+        return X.astype(np.intp), states
+    D = params.means.shape[1]
+    noise = rng.standard_normal((n, D))
+    if params.covariance_type == "diag":
+        X = params.means[states] + np.sqrt(params.covariances[states]) * noise
+    else:
+        chol = np.linalg.cholesky(params.covariances)
+        X = params.means[states] + np.einsum("tij,tj->ti", chol[states], noise)
+    return X, states
+
+
+# ---------------------------------------------------------------------------------------------
+# Baum-Welch
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Result of :func:`fit`.
+
+    Attributes
+    ----------
+    params : Params
+        Parameters after the last iteration.
+    log_likelihood : numpy.ndarray
+        ``log_likelihood[i] = ln p(X | theta_i)``: entry 0 at the initial parameters, entry
+        ``i`` after ``i`` iterations, the last one at ``params``; length ``n_iter + 1``.
+    n_iter : int
+        Number of EM iterations (M-steps) performed.
+    converged : bool
+        Whether :func:`emtutor.em.has_converged` stopped the run before ``max_iter``.
+    """
+
+    params: Params
+    log_likelihood: np.ndarray
+    n_iter: int
+    converged: bool
+
+
+def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float) -> Params:
+    """Closed-form maximiser of ``Q(theta, theta_old)`` from the expected counts."""
+    K = old.n_states
+    first = gamma[layout.starts].sum(axis=0)
+    startprob = first / first.sum()
+    row = xi_sum.sum(axis=1)
+    keep = row <= 0  # a state never left (e.g. only ever the last one): keep its old row
+    transmat = np.where(keep[:, None], old.transmat, xi_sum / np.where(keep, 1.0, row)[:, None])
+    if old.emission == "categorical":
+        M = old.emissionprob.shape[1]
+        counts = np.stack([np.bincount(X, weights=gamma[:, k], minlength=M) for k in range(K)])
+        tot = counts.sum(axis=1)
+        keep = tot <= 0
+        B = np.where(keep[:, None], old.emissionprob,
+                     counts / np.where(keep, 1.0, tot)[:, None])
+        return Params(startprob, transmat, emissionprob=B)
+    nk = gamma.sum(axis=0)
+    keep = nk <= 0
+    safe = np.where(keep, 1.0, nk)
+    means = np.where(keep[:, None], old.means, (gamma.T @ X) / safe[:, None])
+    if old.covariance_type == "diag":
+        cov = np.empty_like(means)
+        for k in range(K):
+            d = X - means[k]
+            d *= d
+            cov[k] = gamma[:, k] @ d
+        cov /= safe[:, None]
+        cov = np.maximum(cov, min_covar)
+        cov[keep] = old.covariances[keep]
+    else:
+        D = means.shape[1]
+        cov = np.empty((K, D, D))
+        for k in range(K):
+            d = X - means[k]
+            cov[k] = (d * gamma[:, k, None]).T @ d / safe[k]
+            cov[k] = 0.5 * (cov[k] + cov[k].T)
+            w, v = np.linalg.eigh(cov[k])
+            if w.min() < min_covar:  # floor the eigenvalues
+                cov[k] = (v * np.maximum(w, min_covar)) @ v.T
+                cov[k] = 0.5 * (cov[k] + cov[k].T)
+        cov[keep] = old.covariances[keep]
+    return Params(startprob, transmat, means=means, covariances=cov)
+
+
+_INIT_KEYS = {
+    "categorical": ("startprob", "transmat", "emissionprob"),
+    "gaussian": ("startprob", "transmat", "means", "covariances"),
+}
+
+
+def _initial_params(X, K, emission, covariance_type, init, n_symbols, rng, min_covar) -> Params:
+    if isinstance(init, Mapping):
+        need = _INIT_KEYS[emission]
+        missing = [k for k in need if k not in init]
+        extra = [k for k in init if k not in need]
+        if missing or extra:
+            raise ValueError(
+                f"init for {emission} emissions needs exactly the keys {list(need)}; "
+                f"missing {missing}, unexpected {extra}"
+            )
+        params = Params(**{k: init[k] for k in need})
+        if params.n_states != K:
+            raise ValueError(f"init has {params.n_states} states but n_states is {K}")
+        if emission == "gaussian" and params.covariance_type != covariance_type:
+            raise ValueError(
+                f"init covariances have shape {params.covariances.shape}, which is "
+                f"{params.covariance_type!r}, but covariance_type is {covariance_type!r}"
+            )
+        return params
+    if init not in ("random", "kmeans"):
+        raise ValueError(f"init must be 'random', 'kmeans' or a mapping, got {init!r}")
+    if emission == "categorical":
+        if init == "kmeans":
+            raise ValueError("init='kmeans' needs Gaussian emissions; use 'random' or a mapping")
+        return Params(rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=K),
+                      emissionprob=rng.dirichlet(np.ones(n_symbols), size=K))
+    T, D = X.shape
+    if T < K:
+        raise ValueError(f"need at least n_states = {K} observations to initialise, got {T}")
+    if init == "kmeans":
+        from scipy.cluster.vq import kmeans2
+
+        means, _ = kmeans2(X, K, minit="++", seed=rng)
+        startprob = np.full(K, 1.0 / K)
+        transmat = np.full((K, K), 1.0 / K)
+    else:
+        means = X[rng.choice(T, size=K, replace=False)]
+        startprob = rng.dirichlet(np.ones(K))
+        transmat = rng.dirichlet(np.ones(K), size=K)
+    var = np.maximum(X.var(axis=0), min_covar) if T > 1 else np.ones(D)
+    if covariance_type == "diag":
+        cov = np.tile(var, (K, 1))
+    else:
+        full = np.cov(X, rowvar=False).reshape(D, D) if T > 1 else np.eye(D)
+        full = full + min_covar * np.eye(D)
+        cov = np.tile(full, (K, 1, 1))
+    return Params(startprob, transmat, means=means, covariances=cov)
+
+
+def fit(
+    X,
+    n_states: int,
+    *,
+    emission: str = "categorical",
+    covariance_type: str = "diag",
+    lengths=None,
+    init: str | Mapping[str, Any] = "random",
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    random_state=None,
+    n_symbols: int | None = None,
+    min_covar: float = 1e-6,
+) -> FitResult:
+    """Fit an HMM by EM (the Baum-Welch algorithm) and return the whole log-likelihood trace.
+
+    Every iteration runs :func:`forward_backward` at the current parameters (E-step) and
+    the closed-form M-step: ``startprob`` from the first-step posteriors, ``transmat`` from
+    the expected transition counts normalised by row, and the emission parameters as
+    posterior-weighted counts (categorical) or weighted means and covariances (Gaussian).
+    The run stops when :func:`emtutor.em.has_converged` says so: the log-likelihood rose by
+    less than ``tol * max(1, |ln p|)`` and did not fall (a fall issues an
+    :class:`emtutor.em.LikelihoodDecreaseWarning`).
+
+    Parameters
+    ----------
+    X : array_like
+        Categorical: 1-D integer symbols. Gaussian: shape (T, D). Several sequences are
+        concatenated along the first axis, with ``lengths``.
+    n_states : int
+        Number of hidden states ``K``.
+    emission : {"categorical", "gaussian"}
+    covariance_type : {"diag", "full"}
+        For Gaussian emissions.
+    lengths : array_like of int, optional
+        Lengths of the sequences in ``X`` (as in hmmlearn); default one sequence.
+    init : {"random", "kmeans"} or mapping
+        ``"random"``: Dirichlet-distributed probabilities, Gaussian means at distinct random
+        data points and every covariance equal to that of the data. ``"kmeans"`` (Gaussian
+        only): means from k-means, uniform ``startprob`` and ``transmat``. A mapping gives the
+        initial parameters with keys ``startprob``, ``transmat`` and ``emissionprob``
+        (categorical) or ``means``, ``covariances`` (Gaussian; variances of shape (K, D) for
+        ``"diag"``).
+    max_iter : int
+        Maximum number of iterations, ``>= 0``.
+    tol : float
+        Tolerance of the stopping rule, positive; the default ``1e-10`` is relative to
+        ``|ln p|`` (absolute when ``|ln p| <= 1``), close to the rounding level of a long
+        forward recursion, so a run stops only when EM has essentially stopped moving.
+    random_state : int, numpy.random.Generator or None
+        Seed for ``"random"`` and ``"kmeans"``.
+    n_symbols : int, optional
+        Alphabet size ``M`` for categorical emissions with a random start; default
+        ``X.max() + 1``.
+    min_covar : float
+        Floor on the variances (diagonal) or the eigenvalues of the covariances (full)
+        after every M-step, ``>= 0``.
+
+    Returns
+    -------
+    FitResult
+        ``params``, ``log_likelihood`` (length ``n_iter + 1``), ``n_iter``, ``converged``.
+
+    Raises
+    ------
+    ValueError
+        For malformed data, lengths, initial parameters or settings, or data that are
+        impossible under the initial parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = Params(startprob=[0.5, 0.5], transmat=[[0.95, 0.05], [0.1, 0.9]],
+    ...                emissionprob=[[0.8, 0.2], [0.2, 0.8]])
+    >>> X, z = sample(truth, 500, random_state=1)
+    >>> res = fit(X, 2, init={"startprob": [0.5, 0.5], "transmat": [[0.8, 0.2], [0.2, 0.8]],
+    ...                       "emissionprob": [[0.6, 0.4], [0.4, 0.6]]})
+    >>> print(res.converged, bool(np.all(np.diff(res.log_likelihood) >= -1e-9)))
+    True True
+    >>> print(res.params.emissionprob.round(1))
+    [[0.8 0.2]
+     [0.2 0.8]]
+    """
+    if isinstance(n_states, bool) or not isinstance(n_states, numbers.Integral) or n_states < 1:
+        raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
+    K = int(n_states)
+    if emission not in _INIT_KEYS:
+        raise ValueError(f"emission must be 'categorical' or 'gaussian', got {emission!r}")
+    if covariance_type not in ("diag", "full"):
+        raise ValueError(f"covariance_type must be 'diag' or 'full', got {covariance_type!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not (isinstance(tol, numbers.Real) and np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    if not (isinstance(min_covar, numbers.Real) and np.isfinite(min_covar) and min_covar >= 0):
+        raise ValueError(f"min_covar must be a non-negative number, got {min_covar!r}")
+    rng = np.random.default_rng(random_state)
+    if emission == "categorical":
+        X = _check_symbols(X)
+        M = int(X.max()) + 1
+        if n_symbols is not None:
+            if n_symbols < M:
+                raise ValueError(f"n_symbols = {n_symbols} but X contains symbol {M - 1}")
+            M = int(n_symbols)
+    else:
+        X = _check_features(X)
+        M = None
+    layout = _Layout(_check_lengths(lengths, X.shape[0]))
+    params = _initial_params(X, K, emission, covariance_type, init, M, rng, min_covar)
+    _check_data(X, params)
+
+    def e_step(p: Params):
+        E, shift = _emission_factors(X, p)
+        return _estep(E, shift, p.startprob, p.transmat, layout)
+
+    gamma, xi_sum, ll = e_step(params)
+    trace = [ll]
+    converged = False
+    for it in range(1, max_iter + 1):
+        params = _m_step(X, gamma, xi_sum, layout, params, min_covar)
+        gamma, xi_sum, ll = e_step(params)
+        trace.append(ll)
+        if has_converged(trace[-2], trace[-1], tol=tol, iteration=it):
+            converged = True
+            break
+    return FitResult(params, np.asarray(trace), len(trace) - 1, converged)
