@@ -57,6 +57,12 @@ class Decomposition(NamedTuple):
     kl : float
         ``sum_n KL(q_n || p(z_n | v_n, theta))``, computed from the definition of the KL
         divergence (not as the difference of the other two).
+
+    Examples
+    --------
+    >>> d = Decomposition(log_likelihood=-2.0, elbo=-2.5, kl=0.5)
+    >>> print(d.log_likelihood == d.elbo + d.kl, d.kl)
+    True 0.5
     """
 
     log_likelihood: float

@@ -48,6 +48,15 @@ class EmptyComponentWarning(UserWarning):
     If ``sum_n r_nk n_n = 0`` the data say nothing about ``theta[k]``: the expected
     complete-data log-likelihood does not depend on it, so every value is a maximiser.
     :func:`m_step` then keeps the previous value (or 1/2 if none is given) and says so.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     p = m_step([3, 4], 5, [[1.0, 0.0], [1.0, 0.0]], theta_old=[0.5, 0.2])
+    >>> print(caught[0].category.__name__, p.theta.round(2))
+    EmptyComponentWarning [0.7 0.2]
     """
 
 
