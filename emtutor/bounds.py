@@ -106,7 +106,8 @@ def log_likelihood(log_joint) -> float:
 
     Parameters
     ----------
-    log_joint : array_like, shape (N, K) or (K,)
+    log_joint : array_like
+        Shape (N, K) or (K,).
         ``ln p(v_n, z_n = k | theta)``; ``-inf`` allowed, but not for a whole row.
 
     Returns
@@ -136,7 +137,8 @@ def posterior(log_joint) -> np.ndarray:
 
     Parameters
     ----------
-    log_joint : array_like, shape (N, K) or (K,)
+    log_joint : array_like
+        Shape (N, K) or (K,).
         ``ln p(v_n, z_n = k | theta)``.
 
     Returns
@@ -167,7 +169,8 @@ def entropy(q) -> np.ndarray:
 
     Parameters
     ----------
-    q : array_like, shape (..., K)
+    q : array_like
+        Shape (..., K).
         Distributions along the last axis.
 
     Returns
@@ -198,7 +201,8 @@ def kl_divergence(q, p) -> np.ndarray:
 
     Parameters
     ----------
-    q, p : array_like, shape (..., K)
+    q, p : array_like
+        Shape (..., K).
         Distributions along the last axis, same shape.
 
     Returns
@@ -240,9 +244,11 @@ def expected_complete_loglik(log_joint, q) -> float:
 
     Parameters
     ----------
-    log_joint : array_like, shape (N, K) or (K,)
+    log_joint : array_like
+        Shape (N, K) or (K,).
         ``ln p(v_n, z_n = k | theta)``.
-    q : array_like, same shape
+    q : array_like
+        Same shape as ``log_joint``.
         Rows are distributions over the K states.
 
     Returns
@@ -277,9 +283,11 @@ def elbo(log_joint, q) -> float:
 
     Parameters
     ----------
-    log_joint : array_like, shape (N, K) or (K,)
+    log_joint : array_like
+        Shape (N, K) or (K,).
         ``ln p(v_n, z_n = k | theta)``.
-    q : array_like, same shape
+    q : array_like
+        Same shape as ``log_joint``.
         Rows are distributions over the K states.
 
     Returns
@@ -316,9 +324,11 @@ def decompose(log_joint, q) -> Decomposition:
 
     Parameters
     ----------
-    log_joint : array_like, shape (N, K) or (K,)
+    log_joint : array_like
+        Shape (N, K) or (K,).
         ``ln p(v_n, z_n = k | theta)``.
-    q : array_like, same shape
+    q : array_like
+        Same shape as ``log_joint``.
         Rows are distributions over the K states.
 
     Returns

@@ -65,9 +65,11 @@ class Params(NamedTuple):
 
     Attributes
     ----------
-    theta : numpy.ndarray, shape (K,)
+    theta : numpy.ndarray
+        Shape (K,).
         Head probability of each coin, in [0, 1].
-    weights : numpy.ndarray, shape (K,)
+    weights : numpy.ndarray
+        Shape (K,).
         Probability of choosing each coin, non-negative, summing to 1.
 
     Examples
@@ -86,15 +88,17 @@ def from_strings(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    sequences : sequence of str
+    sequences : list of str
         Each string records one set of tosses, for example ``"HTTTHHTHTH"``. Only the
         characters ``H`` and ``T`` (either case) are allowed.
 
     Returns
     -------
-    heads : numpy.ndarray of int, shape (N,)
+    heads : numpy.ndarray of int
+        Shape (N,).
         Number of heads in each set.
-    n_tosses : numpy.ndarray of int, shape (N,)
+    n_tosses : numpy.ndarray of int
+        Shape (N,).
         Length of each set.
 
     Raises
@@ -204,16 +208,19 @@ def log_joint(heads, n_tosses, params: Params) -> np.ndarray:
 
     Parameters
     ----------
-    heads : array_like of int, shape (N,)
+    heads : array_like of int
+        Shape (N,).
         Heads in each set.
-    n_tosses : int or array_like of int, shape (N,)
+    n_tosses : int or array_like of int
+        One number for all sets, or one per set (shape (N,)).
         Tosses in each set.
     params : Params
         ``(theta, weights)``.
 
     Returns
     -------
-    numpy.ndarray, shape (N, K)
+    numpy.ndarray
+        Shape (N, K).
 
     Raises
     ------
@@ -282,13 +289,16 @@ def m_step(
     ----------
     heads, n_tosses : array_like of int
         The counts, as in :func:`log_joint`.
-    resp : array_like, shape (N, K)
+    resp : array_like
+        Shape (N, K).
         Rows are distributions over the coins (usually from :func:`e_step`).
     estimate_weights : bool
         If ``False``, the weights are held at ``weights`` (uniform if ``None``).
-    weights : array_like, shape (K,), optional
+    weights : array_like, optional
+        Shape (K,).
         Fixed weights used when ``estimate_weights`` is ``False``; ignored otherwise.
-    theta_old : array_like, shape (K,), optional
+    theta_old : array_like, optional
+        Shape (K,).
         Previous head probabilities. A coin with zero responsibility
         (``sum_n r_nk n_n = 0``) keeps its ``theta_old`` value, or gets 1/2 if ``theta_old``
         is ``None``; any value maximises the objective for that coin, and an
@@ -381,12 +391,14 @@ def expected_counts(heads, n_tosses, resp) -> tuple[np.ndarray, np.ndarray]:
     ----------
     heads, n_tosses : array_like of int
         The counts, as in :func:`log_joint`.
-    resp : array_like, shape (N, K)
+    resp : array_like
+        Shape (N, K).
         Responsibilities, rows summing to 1.
 
     Returns
     -------
-    expected_heads, expected_tails : numpy.ndarray, shape (K,)
+    expected_heads, expected_tails : numpy.ndarray
+        Shape (K,).
 
     Examples
     --------
@@ -415,9 +427,11 @@ def fit(
 
     Parameters
     ----------
-    heads : array_like of int, shape (N,)
+    heads : array_like of int
+        Shape (N,).
         Heads in each set (non-negative whole numbers).
-    n_tosses : int or array_like of int, shape (N,)
+    n_tosses : int or array_like of int
+        One number for all sets, or one per set (shape (N,)).
         Tosses in each set (at least 1 and at least ``heads``).
     params0 : Params
         Starting ``(theta, weights)``; theta in [0, 1], weights summing to 1.

@@ -44,7 +44,8 @@ def assert_monotone(values, *, rtol: float = 1e-10) -> None:
 
     Parameters
     ----------
-    values : array_like, shape (T,)
+    values : array_like
+        Shape (T,).
         Finite values, one per iteration (``values[0]`` at the start).
     rtol : float
         Relative tolerance, ``>= 0``.
@@ -91,9 +92,11 @@ def check_decomposition(log_joint, q, *, rtol: float = 1e-10) -> bounds.Decompos
 
     Parameters
     ----------
-    log_joint : array_like, shape (N, K) or (K,)
+    log_joint : array_like
+        Shape (N, K) or (K,).
         ``ln p(v_n, z_n = k | theta)`` of the student's model.
-    q : array_like, same shape
+    q : array_like
+        Same shape as ``log_joint``.
         Any distribution over the states of each data point.
     rtol : float
         Relative tolerance, ``>= 0``.
@@ -249,9 +252,11 @@ def check_posterior(q, log_joint, *, atol: float = 1e-10) -> float:
 
     Parameters
     ----------
-    q : array_like, shape (N, K) or (K,)
+    q : array_like
+        Shape (N, K) or (K,).
         The student's responsibilities.
-    log_joint : array_like, same shape
+    log_joint : array_like
+        Same shape as ``q``.
         ``ln p(v_n, z_n = k | theta)`` at the same parameters.
     atol : float
         Largest acceptable absolute difference, ``>= 0``.
