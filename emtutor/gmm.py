@@ -301,7 +301,7 @@ class _Problem:
         self.scale = math.ldexp(1.0, math.frexp(spread)[1]) if spread > 0 else 1.0
         self.X = (X - self.centre) / self.scale
         self.T = _g.features(self.X, covariance_type)
-        self.radius = math.sqrt(float(np.einsum("nd,nd->n", self.X, self.X).max()))
+        self.t_max = np.abs(self.T).max(axis=1)
         self.reg = reg_covar / self.scale**2
         self.log_scale = math.log(self.scale)
         self.shift = -n * d * self.log_scale  # ln p(X) = ln p(scaled X) - N D ln(scale)
@@ -319,12 +319,12 @@ class _Problem:
 
     def log_joint(self, theta: Params) -> np.ndarray:
         """(K, N) log joint in the original units."""
-        lj = _g.log_joint(self.T, self.X, self.radius, *theta)
+        lj = _g.log_joint(self.T, self.X, self.t_max, *theta)
         lj -= self.X.shape[1] * self.log_scale
         return lj
 
     def log_likelihood(self, theta: Params) -> float:
-        lj = _g.log_joint(self.T, self.X, self.radius, *theta)
+        lj = _g.log_joint(self.T, self.X, self.t_max, *theta)
         resp, point_ll = _g.posterior(lj)
         ll = float(point_ll.sum()) + self.shift
         self._post = (theta, resp, ll)
@@ -469,7 +469,7 @@ def natural_parameters(params) -> np.ndarray:
     True
     """
     params = check_params(params)
-    return _g.natural_parameters(*params)[0]
+    return _g.natural_parameters(*params)
 
 
 # --------------------------------------------------------------------- the functional core
