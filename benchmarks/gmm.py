@@ -58,8 +58,9 @@ def best_time(f, repeats: int = REPEATS):
 
 def fit_emtutor(X, start):
     # tol is tiny so that exactly N_ITER iterations run (checked below).
-    return gmm.fit(X, len(start.weights), init=start, max_iter=N_ITER, tol=1e-300,
-                   reg_covar=REG_COVAR)
+    return gmm.fit(
+        X, len(start.weights), init=start, max_iter=N_ITER, tol=1e-300, reg_covar=REG_COVAR
+    )
 
 
 def fit_sklearn(X, start):
@@ -82,8 +83,10 @@ def fit_sklearn(X, start):
 
 
 def main() -> None:
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(not set)')}, "
-          f"{os.cpu_count()} CPUs, {N_ITER} iterations, best of {REPEATS}")
+    print(
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(not set)')}, "
+        f"{os.cpu_count()} CPUs, {N_ITER} iterations, best of {REPEATS}"
+    )
     for n, d, k in SIZES:
         X, start = make_problem(n, d, k, seed=n + d + k)
         t_ours, res = best_time(lambda X=X, start=start: fit_emtutor(X, start))

@@ -49,6 +49,8 @@ from emtutor import _gaussian as _g
 from emtutor._validation import as_float_array, check_distribution
 from emtutor.em import EMResult, run
 
+_EPS = float(np.finfo(float).eps)
+
 __all__ = [
     "EmptyComponentWarning",
     "GMMResult",
@@ -166,26 +168,39 @@ def _check_reg_covar(reg_covar) -> float:
 
 
 def _check_positive_definite(covariances: np.ndarray, what: str, hint: str = "") -> None:
-    """Raise ``ValueError`` naming the first component whose covariance is not positive."""
+    """Raise ``ValueError`` naming the first component whose covariance is not positive.
+
+    A full covariance must have its smallest eigenvalue above ``D eps`` times its largest:
+    beyond that condition number a Cholesky factor, even when it exists, carries no digits.
+    """
     if covariances.ndim == 3:
-        try:
-            np.linalg.cholesky(covariances)
-            return
-        except np.linalg.LinAlgError:
-            for k, cov in enumerate(covariances):
-                try:
-                    np.linalg.cholesky(cov)
-                except np.linalg.LinAlgError:
-                    raise ValueError(
-                        f"{what}[{k}] is not positive definite (its Cholesky factorisation "
-                        f"failed){hint}"
-                    ) from None
+        d = covariances.shape[-1]
+        eig = np.linalg.eigvalsh(covariances)
+        bad = np.flatnonzero(~(eig[:, 0] > d * _EPS * np.abs(eig[:, -1])))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(
+                f"{what}[{k}] is not positive definite (eigenvalues from {eig[k, 0]:.3g} to "
+                f"{eig[k, -1]:.3g}; the smallest must exceed {d} eps times the largest){hint}"
+            )
+        return
     bad = np.flatnonzero(~(covariances > 0).reshape(len(covariances), -1).all(axis=1))
     if bad.size:
         k = int(bad[0])
         raise ValueError(
             f"{what}[{k}] must be positive, got {np.round(covariances[k], 6).tolist()}{hint}"
         )
+
+
+def _check_rng(random_state) -> np.random.Generator:
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int or a numpy.random.Generator, "
+        f"got {type(random_state).__name__}"
+    )
 
 
 def check_params(params, n_features: int | None = None) -> Params:
@@ -221,7 +236,8 @@ def check_params(params, n_features: int | None = None) -> Params:
     ...               [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 2.0], [2.0, 1.0]]]))
     Traceback (most recent call last):
     ...
-    ValueError: covariances[1] is not positive definite (its Cholesky factorisation failed)
+    ValueError: covariances[1] is not positive definite (eigenvalues from -1 to 3; the smallest
+    must exceed 2 eps times the largest)
     """
     if not isinstance(params, tuple) or len(params) != 3:
         raise TypeError(
@@ -694,7 +710,7 @@ def sample(params, n: int, random_state=None) -> tuple[np.ndarray, np.ndarray]:
     """
     params = check_params(params)
     n = _check_int(n, "n", 1)
-    rng = np.random.default_rng(random_state)
+    rng = _check_rng(random_state)
     weights, means, covariances = params
     z = rng.choice(len(weights), size=n, p=weights / weights.sum())
     noise = rng.standard_normal((n, means.shape[1]))
@@ -884,7 +900,7 @@ def fit(
             )
     else:
         raise TypeError(f"init must be 'kmeans++', 'random' or Params, got {type(init).__name__}")
-    rng = np.random.default_rng(random_state)
+    rng = _check_rng(random_state)
 
     problem = _Problem(X, covariance_type, reg_covar)
     best = None
