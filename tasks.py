@@ -35,7 +35,7 @@ def run(args: list[str]) -> None:
 
 def ensure_environment() -> None:
     """Create ``.venv`` and install the requirements unless they are already installed."""
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - a clear message on an old Python
         sys.exit(f"Python >= 3.10 is needed, this is {sys.version.split()[0]}")
     if not PYTHON.exists():
         print(f"creating the virtual environment {VENV}", flush=True)

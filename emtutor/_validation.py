@@ -1,4 +1,7 @@
-"""Input checks shared by every module: each raises a ``ValueError``/``TypeError`` naming the problem."""
+"""Input checks shared by every module.
+
+Each check raises a ``ValueError`` or ``TypeError`` whose message names the problem.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ def as_float_array(
     bad = np.isposinf(arr) if allow_neg_inf else np.isinf(arr)
     n_inf = int(bad.sum())
     if n_inf:
-        raise ValueError(f"{name} contains infinite values ({n_inf} entr{'y' if n_inf == 1 else 'ies'})")
+        plural = "y" if n_inf == 1 else "ies"
+        raise ValueError(f"{name} contains infinite values ({n_inf} entr{plural})")
     return arr
 
 
@@ -101,4 +105,6 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
     ValueError: log_joint and q must have the same shape, got (2, 3) and (3, 2)
     """
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}"
+        )
