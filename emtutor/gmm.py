@@ -383,7 +383,7 @@ class _Problem:
         return ll_old + gain
 
 
-def _warn_empty(m: _g.Moments, when: str) -> None:
+def _warn_empty(m: _g.Moments, when: str, stacklevel: int = 4) -> None:
     if m.empty.any():
         ks = np.flatnonzero(m.empty).tolist()
         warnings.warn(
@@ -391,7 +391,7 @@ def _warn_empty(m: _g.Moments, when: str) -> None:
             "their previous mean and covariance with a weight of about 1e-15 / N, i.e. they "
             "are switched off. Consider fewer components or another initialisation",
             EmptyComponentWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
@@ -593,7 +593,12 @@ def log_likelihood(X: ArrayLike, params) -> float:
 
 
 def m_step(
-    X: ArrayLike, resp: ArrayLike, *, covariance_type: str, reg_covar: float = 1e-6
+    X: ArrayLike,
+    resp: ArrayLike,
+    *,
+    covariance_type: str,
+    reg_covar: float = 1e-6,
+    previous: Params | None = None,
 ) -> Params:
     """M-step: the parameters maximising ``Q(theta, theta_old)`` for given responsibilities.
 
@@ -611,6 +616,11 @@ def m_step(
     covariance_type : {"full", "diag", "spherical"}
     reg_covar : float
         Non-negative amount added to the diagonal of every covariance.
+    previous : Params, optional
+        The parameters the responsibilities were computed from. Only used for an empty
+        component (``sum_n r_nk <= 10 eps``), whose mean and covariance the data leave
+        undefined: it keeps its previous ones, with an :class:`EmptyComponentWarning`, as in
+        :func:`fit`. Without ``previous`` an empty component is an error.
 
     Returns
     -------
@@ -620,8 +630,9 @@ def m_step(
     ------
     ValueError
         If X or resp is malformed (shapes, NaN, rows not summing to 1), ``reg_covar < 0``, a
-        column of ``resp`` sums to (almost) zero (that component's mean is undefined), or a
-        covariance comes out singular (possible only with ``reg_covar = 0``).
+        column of ``resp`` sums to (almost) zero and no ``previous`` is given, ``previous``
+        does not match (components, features, covariance type), or a covariance comes out
+        singular (possible only with ``reg_covar = 0``).
 
     Examples
     --------
@@ -642,14 +653,24 @@ def m_step(
         )
     resp = check_distribution(resp, "resp")
     problem = _Problem(X, covariance_type, reg_covar)
+    if previous is not None:
+        previous = check_params(previous, X.shape[1])
+        if covariance_type_of(previous) != covariance_type or len(previous[0]) != resp.shape[1]:
+            raise ValueError(
+                f"previous must have {resp.shape[1]} components of type {covariance_type!r}, "
+                f"got {len(previous[0])} of type {covariance_type_of(previous)!r}"
+            )
     m = problem.moments(np.ascontiguousarray(resp.T))
-    if m.empty.any():
+    if m.empty.any() and previous is None:
         k = int(np.flatnonzero(m.empty)[0])
         raise ValueError(
             f"column {k} of resp sums to {m.totals[k]:.3g}: component {k} has no data, so its "
-            "mean and covariance are undefined; drop it or change the responsibilities"
+            "mean and covariance are undefined; pass previous=... to keep the old ones, or "
+            "drop the component"
         )
-    theta = Params(*_g.params_from_moments(m, problem.reg, m.means, m.scatter))
+    _warn_empty(m, "in the M-step", stacklevel=3)
+    fallback = (m.means, m.scatter) if previous is None else problem.to_scaled(previous)[1:]
+    theta = Params(*_g.params_from_moments(m, problem.reg, *fallback))
     problem.check_covariances(theta, "from the M-step")
     return problem.to_original(theta)
 

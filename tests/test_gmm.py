@@ -375,6 +375,30 @@ def test_empty_component_is_switched_off_with_a_warning():
     assert np.all(np.diff(res.log_likelihood) >= -1e-12 * np.abs(res.log_likelihood[1:]))
 
 
+def test_m_step_keeps_previous_parameters_of_an_empty_component():
+    X = clusters(13, n=50, d=2, k=2)
+    previous = Params([0.5, 0.5], [[0.0, 0.0], [7.0, 7.0]], [[1.0, 2.0], [3.0, 4.0]])
+    resp = np.column_stack([np.ones(50), np.zeros(50)])
+    with pytest.warns(EmptyComponentWarning, match=r"component\(s\) \[1\] .* in the M-step"):
+        p = gmm.m_step(X, resp, covariance_type="diag", previous=previous)
+    np.testing.assert_allclose(p.means[1], [7.0, 7.0], rtol=1e-14)
+    np.testing.assert_allclose(p.covariances[1], [3.0, 4.0], rtol=1e-14)
+    np.testing.assert_allclose(p.means[0], X.mean(axis=0), rtol=1e-13)
+    assert 0 < p.weights[1] < 1e-15
+
+
+def test_kmeans_plus_plus_with_too_few_distinct_points_warns():
+    X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 10, axis=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = gmm.fit(X, 3, covariance_type="spherical", max_iter=5, random_state=0)
+    messages = [str(w.message) for w in caught if w.category is EmptyComponentWarning]
+    assert "after the k-means++ assignment" in messages[0]
+    assert all("component(s) [2]" in m for m in messages)
+    for arr in (*res.params, res.log_likelihood, res.responsibilities):
+        assert np.all(np.isfinite(arr))
+
+
 def test_sample_follows_the_parameters():
     p = Params([0.2, 0.8], [[-3.0, 0.0], [3.0, 1.0]], [[[1.0, 0.6], [0.6, 1.0]], np.eye(2)])
     X, z = gmm.sample(p, 20000, random_state=0)
@@ -532,6 +556,13 @@ def test_bad_fit_options(kwargs, exc, match):
         ),
         (np.full((20, 2), 0.5), {"covariance_type": "tied"}, ValueError, "covariance_type must be"),
         (np.full((20, 2), 0.5), {"reg_covar": -1.0}, ValueError, "reg_covar must be"),
+        (
+            np.full((20, 2), 0.5),
+            {"previous": GOOD._replace(covariances=[1.0, 1.0])},
+            ValueError,
+            "previous must have 2 components of type 'full', got 2 of type 'spherical'",
+        ),
+        (np.full((20, 2), 0.5), {"previous": GOOD._replace(weights=[1, 1])}, ValueError, "sum"),
     ],
 )
 def test_bad_m_step_input(resp, kwargs, exc, match):
