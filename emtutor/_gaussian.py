@@ -14,10 +14,14 @@ The exponential-family view
 
 With the feature matrix computed once, the E-step is one matrix product ``eta^T T`` followed
 by a softmax over the components, and the M-step needs only ``R T^T``, the expected
-sufficient statistics. Only the upper triangle of ``x x^T`` is kept (``x_i x_j``, ``i <= j``,
-in :func:`numpy.triu_indices` order); an off-diagonal feature therefore carries the
-coefficient ``-Lam_ij`` (it stands for both ``x_i x_j`` and ``x_j x_i``), a diagonal one
-``-Lam_ii / 2``. The "diag" type keeps ``x_j^2`` and the "spherical" type ``|x|^2`` only.
+sufficient statistics. Both products use :func:`numpy.einsum`, which runs in one thread:
+with a handful of components a threaded BLAS call gains little, and on a shared machine its
+idle threads slow down the steps around it.
+
+Only the upper triangle of ``x x^T`` is kept (``x_i x_j``, ``i <= j``, in
+:func:`numpy.triu_indices` order); an off-diagonal feature therefore carries the coefficient
+``-Lam_ij`` (it stands for both ``x_i x_j`` and ``x_j x_i``), a diagonal one ``-Lam_ii / 2``.
+The "diag" type keeps ``x_j^2`` and the "spherical" type ``|x|^2`` only.
 
 Rounding guards
 ---------------
@@ -35,6 +39,7 @@ recomputed in two passes, ``sum_n r_n (x_n - mu)(x_n - mu)^T / N_k``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -43,6 +48,8 @@ from scipy.special import softmax
 __all__ = [
     "COVARIANCE_TYPES",
     "EMPTY",
+    "FEATURE_LIMIT",
+    "Moments",
     "ROUNDING_BUDGET",
     "cholesky",
     "covariance_type_of",
@@ -64,6 +71,10 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: A component whose total responsibility is at most this is "empty" (scikit-learn adds the
 #: same amount, 10 machine epsilons, to every total to avoid dividing by zero).
 EMPTY = 10.0 * _EPS
+
+#: Largest size ``N F`` of a feature matrix that :mod:`emtutor.gmm` builds (2^25 entries,
+#: 256 MiB); larger problems (many dimensions with full covariances) use the direct path.
+FEATURE_LIMIT = 2**25
 
 #: Largest estimated rounding error (absolute, in nats) accepted in one log density computed
 #: from the natural parameters, and largest relative error accepted in a one-pass scatter.
@@ -174,18 +185,22 @@ def _log_density_direct(X: np.ndarray, mean, cov, chol) -> np.ndarray:
     return -0.5 * (maha + log_det + d * _LOG_2PI)
 
 
-def log_joint(T: np.ndarray, X: np.ndarray, t_max: np.ndarray, weights, means, covariances):
+def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covariances):
     """The (K, N) array ``ln w_k + ln N(x_n | mu_k, Sigma_k)``.
 
     ``T`` is :func:`features` of ``X`` and ``t_max`` its row-wise ``max_n |T_f(x_n)|``.
     Components whose estimated rounding error in ``eta^T T`` exceeds :data:`ROUNDING_BUDGET`
-    are recomputed directly from their Cholesky factor.
+    are recomputed directly from their Cholesky factor; without ``T`` (``None``) all are.
     """
-    eta = natural_parameters(weights, means, covariances)
-    lj = np.einsum("fk,fn->kn", eta, T)
-    with np.errstate(invalid="ignore"):  # inf * 0 for a component of weight 0
-        error = _EPS * math.sqrt(len(t_max)) * (np.abs(eta).T @ t_max)
-    unsafe = np.flatnonzero(~(error <= ROUNDING_BUDGET) & (weights > 0))
+    if T is None:
+        lj = np.full((len(weights), X.shape[0]), -np.inf)
+        unsafe = np.flatnonzero(weights > 0)
+    else:
+        eta = natural_parameters(weights, means, covariances)
+        lj = np.einsum("fk,fn->kn", eta, T)
+        with np.errstate(invalid="ignore"):  # inf * 0 for a component of weight 0
+            error = _EPS * math.sqrt(len(t_max)) * (np.abs(eta).T @ t_max)
+        unsafe = np.flatnonzero(~(error <= ROUNDING_BUDGET) & (weights > 0))
     if unsafe.size:
         chol = cholesky(covariances) if covariances.ndim == 3 else None
         log_w = _log_weights(weights)
@@ -206,7 +221,7 @@ def posterior(lj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return resp, lj.max(axis=0) - np.log(resp.max(axis=0))
 
 
-class Moments:
+class Moments(NamedTuple):
     """Centred expected sufficient statistics of each component for given responsibilities.
 
     ``totals`` (K,) are ``N_k = sum_n r_nk``, ``means`` (K, D) the weighted means and
@@ -214,23 +229,22 @@ class Moments:
     ``empty`` flags components with ``N_k <= EMPTY``; their means and scatter are zero.
     """
 
-    __slots__ = ("totals", "means", "scatter", "empty")
+    totals: np.ndarray
+    means: np.ndarray
+    scatter: np.ndarray
+    empty: np.ndarray
 
-    def __init__(self, totals, means, scatter, empty):
-        self.totals, self.means, self.scatter, self.empty = totals, means, scatter, empty
 
+def _one_pass(T, d: int, resp, covariance_type: str, reg: float):
+    """Moments from the expected sufficient statistics ``resp T^T``, and where they cancel.
 
-def moments(T: np.ndarray, X: np.ndarray, resp: np.ndarray, covariance_type: str, reg: float):
-    """Expected sufficient statistics ``resp @ T^T`` turned into :class:`Moments`.
-
-    ``reg`` is the floor that will be added to the diagonal; a scatter whose one-pass rounding
-    error is not small compared with ``scatter + reg`` is recomputed in two passes.
+    Returns ``totals, means, scatter`` and a mask of the components whose one-pass scatter
+    ``E[x x^T] - mu mu^T`` may have lost more than :data:`ROUNDING_BUDGET` of its smallest
+    eigenvalue (plus ``reg``, the floor that will be added to it).
     """
-    d = X.shape[1]
     stats = np.einsum("kn,fn->kf", resp, T)  # (K, F): N_k, sum_n r_nk x_n, sum_n r_nk T_quad(x_n)
     totals = stats[:, 0].copy()
-    empty = ~(totals > EMPTY)
-    safe = np.where(empty, 1.0, totals)[:, None]
+    safe = np.where(totals > EMPTY, totals, 1.0)[:, None]
     means = stats[:, 1 : 1 + d] / safe
     second = stats[:, 1 + d :] / safe  # E_k[quadratic features]
     if covariance_type == "full":
@@ -249,18 +263,39 @@ def moments(T: np.ndarray, X: np.ndarray, resp: np.ndarray, covariance_type: str
         scatter = (second[:, 0] - np.einsum("kd,kd->k", means, means)) / d
         size = second[:, 0]
         smallest = scatter + reg
+    cancels = ~(_EPS * T.shape[0] * size <= ROUNDING_BUDGET * smallest)
+    return totals, means, scatter, cancels
+
+
+def moments(T: np.ndarray | None, X: np.ndarray, resp: np.ndarray, covariance_type: str, reg):
+    """M-step statistics: :class:`Moments` of the (K, N) responsibilities ``resp``.
+
+    With the feature matrix ``T`` they come from the expected sufficient statistics
+    ``resp T^T`` (one product); a scatter that this one-pass formula would get wrong by more
+    than :data:`ROUNDING_BUDGET` (relative to ``scatter + reg``) is recomputed in two passes,
+    ``sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k``. Without ``T`` every scatter is computed
+    in two passes.
+    """
+    k, d = len(resp), X.shape[1]
+    if T is None:
+        totals = resp.sum(axis=1)
+        means = resp @ X / np.where(totals > EMPTY, totals, 1.0)[:, None]
+        scatter = np.zeros({"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[covariance_type])
+        two_pass = np.ones(k, dtype=bool)
+    else:
+        totals, means, scatter, two_pass = _one_pass(T, d, resp, covariance_type, reg)
+    empty = ~(totals > EMPTY)
     scatter[empty] = 0.0
     means[empty] = 0.0
-    cancels = ~(_EPS * T.shape[0] * size <= ROUNDING_BUDGET * smallest) & ~empty
-    for k in np.flatnonzero(cancels):
-        diff = X - means[k]
-        weighted = diff * (resp[k] / totals[k])[:, None]
+    for j in np.flatnonzero(two_pass & ~empty):
+        diff = X - means[j]
+        weighted = diff * (resp[j] / totals[j])[:, None]
         if covariance_type == "full":
-            scatter[k] = weighted.T @ diff
+            scatter[j] = weighted.T @ diff
         elif covariance_type == "diag":
-            scatter[k] = np.einsum("nd,nd->d", weighted, diff)
+            scatter[j] = np.einsum("nd,nd->d", weighted, diff)
         else:
-            scatter[k] = np.einsum("nd,nd->", weighted, diff) / d
+            scatter[j] = np.einsum("nd,nd->", weighted, diff) / d
     return Moments(totals, means, scatter, empty)
 
 

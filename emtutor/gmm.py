@@ -31,7 +31,9 @@ Numerics. Every function centres the data at its mean and divides it by a power 
 (exact in floating point) before computing anything, and maps the results back; data offset
 by ``1e6`` is therefore fitted as accurately as centred data. Products with the natural
 parameters are replaced by a Cholesky-based evaluation for any component where they would
-lose more than ``1e-10`` nats to rounding (see :mod:`emtutor._gaussian`).
+lose more than ``1e-10`` nats to rounding (see :mod:`emtutor._gaussian`), and the feature
+matrix is not built at all when it would exceed 2^25 entries (full covariances in many
+dimensions): every step then works on the centred data, as scikit-learn does.
 """
 
 from __future__ import annotations
@@ -48,8 +50,6 @@ from numpy.typing import ArrayLike
 from emtutor import _gaussian as _g
 from emtutor._validation import as_float_array, check_distribution
 from emtutor.em import EMResult, run
-
-_EPS = float(np.finfo(float).eps)
 
 __all__ = [
     "EmptyComponentWarning",
@@ -68,6 +68,8 @@ __all__ = [
     "sample",
     "sufficient_statistics",
 ]
+
+_EPS = float(np.finfo(float).eps)
 
 
 class EmptyComponentWarning(UserWarning):
@@ -316,8 +318,11 @@ class _Problem:
         # A power of two, so that scaling and unscaling are exact.
         self.scale = math.ldexp(1.0, math.frexp(spread)[1]) if spread > 0 else 1.0
         self.X = (X - self.centre) / self.scale
-        self.T = _g.features(self.X, covariance_type)
-        self.t_max = np.abs(self.T).max(axis=1)
+        if n * _g.n_features(d, covariance_type) <= _g.FEATURE_LIMIT:
+            self.T = _g.features(self.X, covariance_type)
+            self.t_max = np.abs(self.T).max(axis=1)
+        else:  # too many features to store: every step works on the centred data directly
+            self.T = self.t_max = None
         self.reg = reg_covar / self.scale**2
         self.log_scale = math.log(self.scale)
         self.shift = -n * d * self.log_scale  # ln p(X) = ln p(scaled X) - N D ln(scale)

@@ -10,7 +10,7 @@ from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
-from emtutor import bounds, gmm
+from emtutor import _gaussian, bounds, gmm
 from emtutor.em import LikelihoodDecreaseWarning
 from emtutor.gmm import EmptyComponentWarning, Params
 
@@ -217,6 +217,26 @@ def test_direct_path_for_a_narrow_component_far_out():
         ]
     )
     np.testing.assert_allclose(gmm.log_joint(X, p), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_direct_path_without_feature_matrix_agrees(covariance_type, monkeypatch):
+    # Problems too large for the feature matrix take the direct path everywhere.
+    X = clusters(14, n=200, d=3, k=3, spread=2.0)
+    p0 = start(X, 3, covariance_type)
+    kwargs = {"init": p0, "max_iter": 15, "tol": FORCE}
+    resp = np.random.default_rng(0).dirichlet(np.ones(3), size=200)
+    fast = gmm.fit(X, 3, **kwargs)
+    fast_m = gmm.m_step(X, resp, covariance_type=covariance_type)
+    monkeypatch.setattr(_gaussian, "FEATURE_LIMIT", 0)
+    direct = gmm.fit(X, 3, **kwargs)
+    direct_m = gmm.m_step(X, resp, covariance_type=covariance_type)
+    assert gmm._Problem(X, covariance_type).T is None  # the limit really applied
+    np.testing.assert_allclose(direct.log_likelihood, fast.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(direct.elbo, fast.elbo, rtol=1e-12)
+    np.testing.assert_allclose(direct.params.covariances, fast.params.covariances, rtol=1e-10)
+    np.testing.assert_allclose(direct_m.covariances, fast_m.covariances, rtol=1e-12)
+    np.testing.assert_allclose(direct_m.means, fast_m.means, rtol=1e-12)
 
 
 def test_zero_weight_component_has_zero_responsibility():
