@@ -31,9 +31,10 @@ Numerics. Every function centres the data at its mean and divides it by a power 
 (exact in floating point) before computing anything, and maps the results back; data offset
 by ``1e6`` is therefore fitted as accurately as centred data. Products with the natural
 parameters are replaced by a Cholesky-based evaluation for any component where they would
-lose more than ``1e-10`` nats to rounding (see :mod:`emtutor._gaussian`), and the feature
-matrix is not built at all when it would exceed 2^25 entries (full covariances in many
-dimensions): every step then works on the centred data, as scikit-learn does.
+lose more than ``1e-10`` nats to rounding (the private module ``emtutor._gaussian`` explains
+how), and the feature matrix is not built at all when it would exceed 2^25 entries (full
+covariances in many dimensions): every step then works on the centred data, as scikit-learn
+does.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ class EmptyComponentWarning(UserWarning):
     gives the component the weight ``10 eps / N`` (as scikit-learn does), so the fit goes on
     with the component effectively switched off and the log-likelihood still never decreases.
     Fitting fewer components or starting elsewhere is usually the better answer.
+
+    Examples
+    --------
+    A third component placed far from all the data gets no responsibility:
+
+    >>> import warnings
+    >>> X = [[0.0], [0.5], [1.0], [3.0], [3.5]]
+    >>> p0 = Params([0.5, 0.49, 0.01], [[0.0], [3.0], [1e4]], [1.0, 1.0, 1.0])
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = fit(X, 3, init=p0, max_iter=3)
+    >>> print(caught[0].category.__name__, res.params.means[2])
+    EmptyComponentWarning [10000.]
     """
 
 
@@ -124,8 +138,17 @@ class GMMResult(EMResult):
     The inherited fields keep their meaning: ``theta`` is the final :class:`Params` (also
     available as :attr:`params`), ``thetas[i]`` the parameters after ``i`` iterations,
     ``log_likelihood[i] = ln p(X | thetas[i])`` (so entry 0 is at the initial parameters),
-    ``elbo[i] = L(q_i, thetas[i + 1])``; :meth:`check_sandwich` checks
+    ``elbo[i] = L(q_i, thetas[i + 1])``; :meth:`emtutor.em.EMResult.check_sandwich` checks
     ``ln p(thetas[i]) <= elbo[i] <= ln p(thetas[i + 1])``.
+
+    Examples
+    --------
+    >>> X, _ = sample(Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0]), 50, random_state=0)
+    >>> res = fit(X, 2, init="random", max_iter=5, random_state=0)
+    >>> print(res.n_iter, len(res.thetas), res.log_likelihood.shape, res.elbo.shape)
+    5 6 (6,) (5,)
+    >>> print(res.responsibilities.shape, res.params is res.theta)
+    (50, 2) True
     """
 
     responsibilities: np.ndarray
@@ -205,7 +228,7 @@ def _check_rng(random_state) -> np.random.Generator:
     )
 
 
-def check_params(params, n_features: int | None = None) -> Params:
+def check_params(params: Params | tuple, n_features: int | None = None) -> Params:
     """Validate mixture parameters and return them as a :class:`Params` of float arrays.
 
     Parameters
@@ -281,7 +304,7 @@ def check_params(params, n_features: int | None = None) -> Params:
     return Params(weights, means, covariances)
 
 
-def covariance_type_of(params) -> str:
+def covariance_type_of(params: Params | tuple) -> str:
     """Covariance type of ``params``: "full", "diag" or "spherical", from the covariances' shape.
 
     Examples
@@ -400,7 +423,7 @@ def _warn_empty(m: _g.Moments, when: str, stacklevel: int = 4) -> None:
         )
 
 
-def _prepare(X: ArrayLike, params) -> tuple[_Problem, Params]:
+def _prepare(X: ArrayLike, params: Params) -> tuple[_Problem, Params]:
     """Validate ``X`` and ``params`` together; return the scaled problem and scaled params."""
     X = _check_X(X)
     params = check_params(params, X.shape[1])
@@ -445,7 +468,7 @@ def sufficient_statistics(X: ArrayLike, covariance_type: str = "full") -> np.nda
     return _g.features(X, _check_covariance_type(covariance_type)).T
 
 
-def natural_parameters(params) -> np.ndarray:
+def natural_parameters(params: Params) -> np.ndarray:
     r"""Natural parameters ``eta`` with ``log_joint(X, params) == sufficient_statistics(X) @ eta``.
 
     For component ``k`` with precision ``Lam = Sigma^{-1}`` (from a Cholesky factor):
@@ -496,7 +519,7 @@ def natural_parameters(params) -> np.ndarray:
 # --------------------------------------------------------------------- the functional core
 
 
-def log_joint(X: ArrayLike, params) -> np.ndarray:
+def log_joint(X: ArrayLike, params: Params) -> np.ndarray:
     """Log joint ``ln p(x_n, z_n = k | theta) = ln w_k + ln N(x_n | mu_k, Sigma_k)``.
 
     Parameters
@@ -531,7 +554,7 @@ def log_joint(X: ArrayLike, params) -> np.ndarray:
     return np.ascontiguousarray(problem.log_joint(theta).T)
 
 
-def e_step(X: ArrayLike, params) -> tuple[np.ndarray, float]:
+def e_step(X: ArrayLike, params: Params) -> tuple[np.ndarray, float]:
     """E-step: responsibilities ``p(z_n = k | x_n, theta)`` and the log-likelihood.
 
     Parameters
@@ -564,7 +587,7 @@ def e_step(X: ArrayLike, params) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(problem.e_step(theta).T), ll
 
 
-def log_likelihood(X: ArrayLike, params) -> float:
+def log_likelihood(X: ArrayLike, params: Params) -> float:
     """Log-likelihood ``ln p(X | theta) = sum_n ln sum_k w_k N(x_n | mu_k, Sigma_k)``.
 
     Parameters
@@ -680,7 +703,7 @@ def m_step(
     return problem.to_original(theta)
 
 
-def predict_proba(X: ArrayLike, params) -> np.ndarray:
+def predict_proba(X: ArrayLike, params: Params) -> np.ndarray:
     """Posterior probabilities ``p(z_n = k | x_n, theta)``, shape (N, K).
 
     Same as the first output of :func:`e_step`.
@@ -695,7 +718,7 @@ def predict_proba(X: ArrayLike, params) -> np.ndarray:
     return e_step(X, params)[0]
 
 
-def predict(X: ArrayLike, params) -> np.ndarray:
+def predict(X: ArrayLike, params: Params) -> np.ndarray:
     """Most probable component ``argmax_k p(z_n = k | x_n, theta)`` of each point, shape (N,).
 
     Ties go to the lowest index.
@@ -710,7 +733,9 @@ def predict(X: ArrayLike, params) -> np.ndarray:
     return np.argmax(problem.log_joint(theta), axis=0)
 
 
-def sample(params, n: int, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+def sample(
+    params: Params, n: int, random_state: int | np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` points from the mixture: ``z ~ Categorical(w)``, then ``x ~ N(mu_z, Sigma_z)``.
 
     Parameters
