@@ -1,47 +1,61 @@
 """Private numerics of :mod:`emtutor.hmm`: scaled forward-backward and Viterbi recursions.
 
-Everything here works on *emission factors* ``E[t, k] = p(x_t | z_t = k) / s_t`` where
-the per-step constant ``s_t = max_k p(x_t | z_t = k)`` has been divided out (its log is
-added back to the log-likelihood by the caller). Each row of ``E`` therefore has a largest
-entry of exactly 1, so no emission, however unlikely (``ln p`` near -1000 or below),
-underflows the recursions in probability space.
+Layout and scaling
+------------------
+Arrays are *state-major*: the state index comes first, ``E[k, n, t]`` for sequence ``n`` at
+time ``t``, so that every elementwise operation of a recursion step runs over long
+contiguous rows (one per state) instead of many rows of length ``K``.
+
+The recursions work on *emission factors* ``E[k, n, t] = p(x_t | z_t = k) / s_t`` where the
+per-step constant ``s_t = max_k p(x_t | z_t = k)`` has been divided out (its log is added back
+to the log-likelihood by the caller). Every step's largest factor is exactly 1, so no emission,
+however unlikely (``ln p`` near -1000 or below), underflows the recursions in probability
+space. The forward vectors are divided by their sum after every step; those divisors are the
+scaling coefficients ``c_t`` of Rabiner (1989) and ``ln p(V) = sum_t ln c_t + sum_t ln s_t``.
+The backward vectors are also divided by their sum, and the posteriors are normalised at the
+end: ``gamma_t = alpha_t * beta_t / g_t`` with ``g_t = sum_k alpha_t(k) beta_t(k)`` and
+``xi_t(i, j) = alpha_{t-1}(i) A_ij E_t(j) beta_t(j) / (c_t g_t)``.
 
 The forward recursion as a product of matrices
 ----------------------------------------------
-With row vectors, the forward variables obey ``alpha_t = alpha_{t-1} M_t`` where
-``M_t = A diag(E_t)``, and the backward variables obey ``beta_{t-1} = beta_t M_t^T`` with
-``M_t^T = diag(E_t) A^T``. Both are running products of ``T - 1`` small matrices. Written as
-a loop over ``t`` in numpy, each step costs a few microseconds of interpreter overhead for a
-few dozen flops; for ``T = 100,000`` that overhead is everything.
+In row-vector form ``alpha_t = alpha_{t-1} M_t`` with ``M_t = A diag(E_t)``, and the backward
+variables obey ``beta_{t-1} = M_t beta_t``: both are running products of the same ``T - 1``
+small matrices. Written as a loop over ``t`` in numpy, each step costs several microseconds
+of interpreter overhead for a few dozen flops; for ``T = 100,000`` that overhead is all the
+time.
 
 The blocked scheme removes it. The ``T - 1`` steps are cut into ``C`` blocks of ``L`` steps
-(``C`` and ``L`` near ``sqrt(T)``) and three phases each loop over at most ``max(C, L)``
-positions, every one of them vectorised across all blocks (and across sequences):
+(both near ``sqrt(T)``) and every loop below runs over at most ``max(C, L)`` positions, each
+iteration vectorised across all blocks (and all sequences):
 
-1. *Block transfer matrices.* Starting from the identity, for ``l = 1, ..., L`` every block
-   multiplies its running product by the block's ``l``-th matrix ``M``. Because the identity's
-   ``K`` rows are pushed through at once, one step of all ``C`` blocks is one tall-skinny
-   product ``R.reshape(C*K, K) @ A`` followed by a broadcast multiplication with the
-   emission factors. Each row is divided by its sum after every step (the log of each
-   divisor is kept), so rows never underflow even with structural zeros in ``A``.
-2. *Block boundaries.* A short sequential loop over the ``C`` blocks combines the incoming
-   normalised vector with the block's transfer matrix (rows re-weighted by their kept log
-   normalisers) to get the normalised vector at the start of the next block.
-3. *Inside the blocks.* Knowing every block's start vector, the ordinary scaled recursion
-   runs for ``L`` steps on all blocks at once (one ``(C, K) @ (K, K)`` product per step). Its
-   per-step normalisers are exactly the classic scaling coefficients ``c_t`` of Rabiner
-   (1989), because every block starts from the true normalised forward vector.
+1. *Block transfer matrices* ``P_c = M_{s+1} ... M_{s+L}``. Starting from the identity, for
+   ``l = 1, ..., L`` every block multiplies its running product by its ``l``-th matrix. The
+   ``K`` rows of all ``C`` products are pushed through at once: one step is one product of
+   ``A^T`` with a ``(K, K * C)`` array, one broadcast multiplication by the emission factors,
+   and a division of every row by its sum. The log of every divisor is kept, so rows never
+   underflow, even with structural zeros in ``A`` (a row that becomes exactly zero stays
+   zero, and its scale does not matter).
+2. *Block boundaries.* A short sequential loop over the blocks gives the normalised forward
+   vector at the end of each block, ``alpha_end = alpha_start P_c``, and, walking back, the
+   normalised backward vector at the start of each block, ``beta_start = P_c beta_end``: the
+   same transfer matrices serve both directions. Rows are re-weighted by their kept scales
+   (relative to the largest one); in the rare case where this re-weighting underflows the
+   whole result, the step is redone in log space.
+3. *Inside the blocks.* Knowing every block's entry vector, the ordinary scaled recursion
+   runs for ``L`` steps on all blocks at once, forward and backward (one ``(K, K) @ (K, C)``
+   product per step). The forward divisors are exactly the ``c_t`` above, because every
+   block starts from the true normalised forward vector.
 
-All quantities are positive, so the reordering of the products changes nothing but rounding
-(about ``1e-15`` relative). Phase 1 costs ``K`` times the flops of the plain recursion, which
-pays for small ``K`` and a long sequence; for large ``K``, or for many short sequences (where
-vectorising each time step across sequences already removes the overhead), the plain
-recursion (``C = 1``: phase 3 only) is used. :func:`_plan` makes that choice.
+All quantities are non-negative, so regrouping the products changes only rounding (about
+``1e-15`` relative). Phase 1 does ``K`` times the flops of a plain pass, which pays for small
+``K`` and long sequences; for large ``K``, or for many short sequences (where vectorising
+each time step across sequences already removes the overhead), the plain recursion
+(``C = 1``: phase 3 only) is used. :func:`_plan` makes that choice with a rough cost model.
 
 Several sequences are padded to a common length with emission factors equal to 1 *after*
 their end. Padding at the end leaves every forward variable of the real steps untouched, and
-the backward variable at a sequence's last real step becomes ``A^p 1 = 1`` (rows of ``A``
-sum to 1), its correct value, so no masking is needed inside the recursions.
+the backward vector at a sequence's last real step becomes ``A^p 1 = 1`` (rows of ``A`` sum
+to 1), its correct value, so no masking is needed inside the recursions.
 """
 
 from __future__ import annotations
@@ -51,223 +65,293 @@ import math
 import numpy as np
 
 _TINY = np.finfo(float).tiny
-
-
-def _plan(n_chains: int, n_steps: int, n_states: int) -> tuple[int, int]:
-    """Choose the block length ``L`` and number of blocks ``C`` (``C * L >= n_steps``).
-
-    A rough cost model in microseconds: every vectorised step costs ``OVERHEAD`` of
-    interpreter time, every element touched costs ``PER_ELEMENT``. Blocking saves
-    ``n_steps - 2 L - C`` steps of overhead and adds phase 1, whose work is ``K`` times that
-    of the plain recursion (plus a matrix product that grows like ``K^3``).
-    """
-    overhead, per_element = 4.0, 0.002
-    K = n_states
-    if n_steps < 64:
-        return max(n_steps, 1), 1
-    L = max(1, int(math.sqrt(n_steps)))
-    C = -(-n_steps // L)
-    saved = (n_steps - 2 * L - C) * overhead
-    extra = per_element * n_chains * C * L * K * K * (2.0 + K / 8.0)
-    if saved > extra:
-        return L, C
-    return n_steps, 1
-
-
-def _propagate(V, M, F, norms, *, emission_first: bool, reverse: bool, out=None):
-    """Push ``n * s`` row vectors through ``L`` steps at once, normalising after every step.
-
-    Parameters
-    ----------
-    V : ndarray, shape (n, s, K)
-        Start vectors: ``s`` vectors for each of ``n`` chains (not modified).
-    M : ndarray, shape (K, K)
-        Right factor of every step (``A`` forward, ``A.T`` backward).
-    F : ndarray, shape (L, n, K)
-        Emission factors; step ``l`` of chain ``i`` uses ``F[l, i]``.
-    norms : ndarray, shape (L, n, s)
-        Receives the divisor used at every step (sum of the row, at least ``_TINY``).
-    emission_first : bool
-        Step is ``v <- (v * f) @ M`` (backward) if true, else ``v <- (v @ M) * f`` (forward).
-    reverse : bool
-        Walk ``l = L - 1, ..., 0`` instead of ``0, ..., L - 1``.
-    out : ndarray, shape (L, n, K), optional
-        Only for ``s == 1``: receives the normalised vector after every step.
-
-    Returns
-    -------
-    ndarray, shape (n, s, K)
-        The normalised vectors after the last step.
-    """
-    L, n, K = F.shape
-    s = V.shape[1]
-    rows = n * s
-    ones = np.ones(K)
-    cur = np.array(V, dtype=float).reshape(rows, K)
-    spare = np.empty_like(cur)
-    tmp = np.empty_like(cur) if emission_first else None
-    for l in range(L - 1, -1, -1) if reverse else range(L):
-        dst = spare if out is None else out[l].reshape(rows, K)
-        f = F[l][:, None, :]  # (n, 1, K): the same factors for the s vectors of a chain
-        if emission_first:
-            np.multiply(cur.reshape(n, s, K), f, out=tmp.reshape(n, s, K))
-            np.matmul(tmp, M, out=dst)
-        else:
-            np.matmul(cur, M, out=dst)
-            dst3 = dst.reshape(n, s, K)
-            dst3 *= f
-        nrm = norms[l].reshape(rows)
-        np.matmul(dst, ones, out=nrm)
-        np.maximum(nrm, _TINY, out=nrm)  # a zero row stays zero; its divisor is irrelevant
-        dst /= nrm[:, None]
-        if out is None:
-            cur, spare = dst, cur
-        else:
-            cur = dst
-    return cur.reshape(n, s, K)
-
-
-def _chain_pass(start, M, F, n_blocks: int, *, backward: bool):
-    """Normalised forward (or backward) vectors of ``N`` sequences cut into ``C`` blocks each.
-
-    Parameters
-    ----------
-    start : ndarray, shape (N, K)
-        Normalised vector entering each sequence: ``alpha_0`` forward, ones backward.
-    M : ndarray, shape (K, K)
-        ``A`` forward, ``A.T`` backward.
-    F : ndarray, shape (L, N * C, K)
-        Emission factors of the steps, chain ``i = n * C + c`` is block ``c`` of sequence ``n``.
-    n_blocks : int
-        ``C``.
-    backward : bool
-        Backward recursion (blocks visited last to first, steps in reverse).
-
-    Returns
-    -------
-    out : ndarray, shape (L, N * C, K)
-        Normalised vectors after every step (forward: ``alpha`` at step ``l + 1`` of the
-        block; backward: ``beta`` at step ``l`` of the block).
-    norms : ndarray, shape (L, N * C)
-        The per-step divisors (forward: the scaling coefficients ``c_t``).
-    """
-    L, NC, K = F.shape
-    C = n_blocks
-    N = NC // C
-    starts = np.empty((N, C, K))
-    if C == 1:
-        starts[:, 0] = start
-    else:
-        # Phase 1: the transfer matrix of every block, one normalised row per basis vector.
-        basis = np.broadcast_to(np.eye(K), (NC, K, K))
-        row_norms = np.empty((L, NC, K))
-        R = _propagate(basis, M, F, row_norms, emission_first=backward, reverse=backward)
-        R = R.reshape(N, C, K, K)
-        log_w = np.log(row_norms).sum(axis=0).reshape(N, C, K)  # log of each row's true scale
-        # Phase 2: sequential over blocks, vectorised over sequences.
-        v = np.array(start, dtype=float)
-        order = range(C - 1, -1, -1) if backward else range(C)
-        for c in order:
-            starts[:, c] = v
-            if c == (0 if backward else C - 1):
-                break
-            w = v * np.exp(log_w[:, c] - log_w[:, c].max(axis=1, keepdims=True))
-            v = np.matmul(w[:, None, :], R[:, c])[:, 0]
-            v /= np.maximum(v.sum(axis=1, keepdims=True), _TINY)
-    # Phase 3: the plain scaled recursion inside every block at once.
-    out = np.empty((L, NC, K))
-    norms = np.empty((L, NC, 1))
-    _propagate(starts.reshape(NC, 1, K), M, F, norms, emission_first=backward,
-               reverse=backward, out=out)
-    return out, norms.reshape(L, NC)
-
-
-def posterior_batch(startprob, transmat, E, lengths=None):
-    """Forward-backward for ``N`` sequences padded to a common length.
-
-    Parameters
-    ----------
-    startprob : ndarray, shape (K,)
-    transmat : ndarray, shape (K, K)
-    E : ndarray, shape (N, T, K)
-        Emission factors (rows with largest entry 1); entries after a sequence's end must be 1.
-    lengths : ndarray of int, shape (N,), optional
-        True lengths; ``None`` means all equal ``T``.
-
-    Returns
-    -------
-    gamma : ndarray, shape (N, T, K)
-        Posterior marginals (rows after a sequence's end are meaningless).
-    alpha : ndarray, shape (N, T, K)
-        Normalised forward vectors.
-    U : ndarray, shape (N, T - 1, K)
-        ``U[n, t - 1, j] = E_t(j) beta_t(j) / (c_t g_t)`` for the real steps, zero after the
-        end, so that ``xi_t(i, j) = alpha_{t-1}(i) A_ij U[t - 1, j]``.
-    log_c : ndarray, shape (N,)
-        ``sum_t ln c_t`` over each sequence's real steps (log-likelihood minus the shifts).
-    """
-    N, T, K = E.shape
-    n_steps = T - 1
-    A = transmat
-    alpha = np.empty((N, T, K))
-    beta = np.empty((N, T, K))
-    alpha0 = startprob * E[:, 0]
-    c0 = alpha0.sum(axis=1)
-    if np.any(c0 == 0):
-        raise ValueError(_IMPOSSIBLE)
-    alpha[:, 0] = alpha0 / c0[:, None]
-    log_c = np.log(c0)
-    U = np.zeros((N, n_steps, K))
-    if n_steps == 0:
-        beta[:, 0] = 1.0
-    else:
-        L, C = _plan(N, n_steps, K)
-        padded = C * L
-        # Emission factors of the steps in (L, N * C, K) layout, padded with ones.
-        Fp = np.ones((N, padded, K))
-        Fp[:, :n_steps] = E[:, 1:]
-        F = np.ascontiguousarray(Fp.reshape(N, C, L, K).transpose(2, 0, 1, 3)).reshape(
-            L, N * C, K)
-        del Fp
-        fwd, c = _chain_pass(alpha[:, 0], A, F, C, backward=False)
-        # fwd[l, n*C + c] is alpha at time c*L + l + 1 of sequence n.
-        full = fwd.reshape(L, N, C, K).transpose(1, 2, 0, 3).reshape(N, padded, K)
-        alpha[:, 1:] = full[:, :n_steps]
-        c_seq = c.reshape(L, N, C).transpose(1, 2, 0).reshape(N, padded)[:, :n_steps]
-        del fwd, full
-        bwd, _ = _chain_pass(np.ones((N, K)), A.T, F, C, backward=True)
-        # bwd[l, n*C + c] is beta at time c*L + l of sequence n.
-        full = bwd.reshape(L, N, C, K).transpose(1, 2, 0, 3).reshape(N, padded, K)
-        beta[:, :n_steps] = full[:, :n_steps]
-        beta[:, n_steps] = 1.0
-        del bwd, full
-        if lengths is None:
-            log_c = log_c + np.log(c_seq).sum(axis=1)
-        else:
-            real = np.arange(1, T)[None, :] < lengths[:, None]
-            log_c = log_c + np.where(real, np.log(c_seq), 0.0).sum(axis=1)
-    gamma = alpha * beta
-    g = gamma @ np.ones(K)
-    if lengths is None:
-        bad = g <= 0
-    else:
-        bad = (g <= 0) & (np.arange(T)[None, :] < lengths[:, None])
-    if np.any(bad):
-        raise ValueError(_IMPOSSIBLE)
-    g = np.maximum(g, _TINY)
-    gamma /= g[:, :, None]
-    if n_steps:
-        U[:] = E[:, 1:] * beta[:, 1:]
-        U /= (c_seq * g[:, 1:])[:, :, None]
-        if lengths is not None:
-            U *= (np.arange(1, T)[None, :] < lengths[:, None])[:, :, None]
-    return gamma, alpha, U, log_c
-
+_SMALL = 1e-250  # below this a re-weighted sum is recomputed in log space
+_FLUSH = 1e-280  # a running product of divisors below this is moved into its log
 
 _IMPOSSIBLE = (
     "the observations have probability zero under these parameters (every path is "
     "ruled out by a zero start, transition or emission probability)"
 )
+
+
+def _plan(n_chains: int, n_steps: int, n_states: int) -> tuple[int, int]:
+    """Choose the block length ``L`` and number of blocks ``C`` (``C * L >= n_steps``).
+
+    Rough cost model in microseconds: a vectorised step costs a fixed interpreter overhead
+    plus a small amount per element touched. The plain recursion takes ``2 n_steps`` steps
+    on ``N K`` numbers; the blocked one ``L`` steps on ``N C K^2`` numbers (phase 1), ``2 L``
+    steps on ``N C K`` numbers (phase 3) and ``2 C`` cheap steps (phase 2).
+    """
+    overhead, boundary, per_element = 5.0, 4.0, 0.0025
+    N, K = n_chains, n_states
+    plain = 2 * n_steps * (overhead + N * K * per_element)
+    best = (plain, n_steps, 1)
+    if n_steps >= 64:
+        root = math.sqrt(n_steps)
+        for L in {max(2, int(root * f)) for f in (0.5, 0.7, 1.0, 1.4)}:
+            C = -(-n_steps // L)
+            cost = (L * (overhead + N * C * K * K * (1.0 + K / 8.0) * per_element)
+                    + 2 * L * (overhead + N * C * K * per_element)
+                    + 2 * C * (boundary + N * K * K * per_element))
+            if cost < best[0]:
+                best = (cost, L, C)
+    return best[1], best[2]
+
+
+def _propagate(V, F, M, *, backward: bool, out=None, norms=None, log_total=None):
+    """Push ``S`` column vectors per chain through ``L`` steps, normalising after each step.
+
+    Parameters
+    ----------
+    V : ndarray, shape (K, S, n)
+        Start vectors, ``S`` of them for each of ``n`` chains (not modified).
+    F : ndarray, shape (L, K, n)
+        Emission factors; step ``l`` of chain ``i`` uses ``F[l, :, i]``.
+    M : ndarray, shape (K, K)
+        ``A.T`` forward (``v <- (A^T v) * f``), ``A`` backward (``v <- A (f * v)``, steps
+        taken in reverse order).
+    out : ndarray, shape (L, K, n), optional
+        Only for ``S == 1``: receives the normalised vector after every step.
+    norms : ndarray, shape (L, S, n), optional
+        Receives every step's divisor (the sum of the vector).
+    log_total : ndarray, shape (S * n,), optional
+        Incremented by the sum of the logs of the divisors. The divisors are multiplied
+        together and the log taken only when the product gets small, so that a pass costs
+        a handful of logarithms rather than one per step.
+
+    Returns
+    -------
+    ndarray, shape (K, S, n)
+        The normalised vectors after the last step. A vector that becomes exactly zero
+        turns into NaN (0 / 0) and stays NaN; its divisors are 0 and then NaN.
+    """
+    L, K, n = F.shape
+    S = V.shape[1]
+    ones = np.ones(K)
+    cur = np.array(V, dtype=float).reshape(K, S * n)
+    spare = np.empty_like(cur)
+    tmp = np.empty_like(cur) if backward else None
+    scratch = np.empty(S * n)
+    product = np.ones(S * n) if log_total is not None else None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for l in range(L - 1, -1, -1) if backward else range(L):
+            dst = spare if out is None else out[l]
+            if S == 1:
+                if backward:
+                    np.multiply(cur, F[l], out=tmp)
+                    np.matmul(M, tmp, out=dst)
+                else:
+                    np.matmul(M, cur, out=dst)
+                    dst *= F[l]
+            elif backward:
+                np.multiply(cur.reshape(K, S, n), F[l][:, None, :], out=tmp.reshape(K, S, n))
+                np.matmul(M, tmp, out=dst)
+            else:
+                np.matmul(M, cur, out=dst)
+                dst3 = dst.reshape(K, S, n)
+                dst3 *= F[l][:, None, :]
+            nrm = scratch if norms is None else norms[l].reshape(S * n)
+            np.matmul(ones, dst, out=nrm)
+            dst /= nrm
+            if product is not None:
+                product *= nrm
+                if product.min() < _FLUSH:  # move the product into the log before it underflows
+                    log_total += np.log(product)
+                    product[:] = 1.0
+            if out is None:
+                cur, spare = dst, cur
+            else:
+                cur = dst
+        if product is not None:
+            log_total += np.log(product)
+    return cur.reshape(K, S, n)
+
+
+def _transfer_matrices(F, A, n_seq: int):
+    """Phase 1: normalised block transfer matrices and the log scale of each of their rows.
+
+    Returns ``R`` of shape (N, C, K, K) with ``R[n, c, i]`` the row ``e_i P_c`` divided by its
+    sum (zero if that row is zero) and ``log_scale`` of shape (N, C, K) with the log of those
+    sums (``-inf`` for a zero row).
+    """
+    L, K, NC = F.shape
+    basis = np.broadcast_to(np.eye(K)[:, :, None], (K, K, NC))
+    log_scale = np.zeros(K * NC)
+    R = _propagate(basis, F, A.T, backward=False, log_total=log_scale)
+    # R[j, i, b] = (e_i P_b)_j / sum_j (e_i P_b)_j
+    log_scale = log_scale.reshape(K, NC)
+    dead = np.isnan(R[0])  # rows that became exactly zero (0 / 0 at some step)
+    if np.any(dead):
+        R[:, dead] = 0.0
+        log_scale[dead] = -np.inf
+    R = R.reshape(K, K, n_seq, NC // n_seq).transpose(2, 3, 1, 0)  # (N, C, i, j)
+    return np.ascontiguousarray(R), log_scale.reshape(K, n_seq, NC // n_seq).transpose(1, 2, 0)
+
+
+def _boundaries(alpha0, R, log_scale):
+    """Phase 2: forward vectors entering each block and backward vectors leaving each block.
+
+    Returns ``f_start`` and ``b_end``, both (K, N, C): the normalised ``alpha`` at the start of
+    every block and the normalised ``beta`` at its end.
+    """
+    N, C, K, _ = R.shape
+    top = log_scale.max(axis=2, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    W = np.exp(log_scale - top)  # row weights relative to the largest row of the block
+    Rw = R * W[..., None]  # Rw[n, c, i, :] = W_i * R_i
+    f_start = np.empty((C, N, K))
+    b_end = np.empty((C, N, K))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if N == 1:  # the common case of one long sequence: plain vector-matrix products
+            Rw1, R1, ls1 = Rw[0], R[0], log_scale[0]
+            ones = np.ones(K)
+            v = alpha0[:, 0].copy()
+            f_start[0, 0] = v
+            for c in range(C - 1):
+                nxt = v @ Rw1[c]  # alpha_end = sum_i v_i W_i R_i
+                s = nxt @ ones
+                if s < _SMALL:  # the re-weighting underflowed: redo in log space
+                    lw = np.log(v) + ls1[c]
+                    nxt = np.exp(lw - lw.max()) @ R1[c]
+                    s = nxt @ ones
+                nxt /= s
+                f_start[c + 1, 0] = v = nxt
+            u = np.full(K, 1.0 / K)
+            b_end[C - 1, 0] = u
+            for c in range(C - 1, 0, -1):
+                nxt = Rw1[c] @ u  # beta_start(i) = W_i R_i . u
+                s = nxt @ ones
+                if s < _SMALL:
+                    lw = np.log(R1[c] @ u) + ls1[c]
+                    nxt = np.exp(lw - lw.max())
+                    s = nxt @ ones
+                nxt /= s
+                b_end[c - 1, 0] = u = nxt
+        else:
+            v = alpha0.T.copy()  # (N, K)
+            f_start[0] = v
+            for c in range(C - 1):
+                nxt = np.matmul(v[:, None, :], Rw[:, c])[:, 0]
+                s = nxt.sum(axis=1)
+                if s.min() < _SMALL:
+                    lw = np.log(v) + log_scale[:, c]
+                    w = np.exp(lw - lw.max(axis=1, keepdims=True))
+                    nxt = np.matmul(w[:, None, :], R[:, c])[:, 0]
+                    s = nxt.sum(axis=1)
+                f_start[c + 1] = v = nxt / s[:, None]
+            u = np.full((N, K), 1.0 / K)
+            b_end[C - 1] = u
+            for c in range(C - 1, 0, -1):
+                nxt = np.matmul(Rw[:, c], u[:, :, None])[:, :, 0]
+                s = nxt.sum(axis=1)
+                if s.min() < _SMALL:
+                    lw = np.log(np.matmul(R[:, c], u[:, :, None])[:, :, 0]) + log_scale[:, c]
+                    nxt = np.exp(lw - lw.max(axis=1, keepdims=True))
+                    s = nxt.sum(axis=1)
+                b_end[c - 1] = u = nxt / s[:, None]
+    f_start = f_start.transpose(2, 1, 0)
+    b_end = b_end.transpose(2, 1, 0)
+    return f_start, b_end
+
+
+def posterior_batch(startprob, transmat, E, lengths=None):
+    """Forward-backward for ``N`` sequences padded to a common length ``T``.
+
+    Parameters
+    ----------
+    startprob : ndarray, shape (K,)
+    transmat : ndarray, shape (K, K)
+    E : ndarray, shape (K, N, T)
+        Emission factors (largest entry of each step 1); entries after a sequence's end
+        must be 1.
+    lengths : ndarray of int, shape (N,), optional
+        True lengths; ``None`` means all equal ``T``.
+
+    Returns
+    -------
+    gamma : ndarray, shape (K, N, T)
+        Posterior marginals (columns after a sequence's end are meaningless).
+    alpha : ndarray, shape (K, N, T)
+        Normalised forward vectors.
+    U : ndarray, shape (K, N, T)
+        ``U[j, n, t] = E_{t+1}(j) beta_{t+1}(j) / (c_{t+1} g_{t+1})`` for real steps
+        ``t + 1``, zero elsewhere, so that ``xi_{t+1}(i, j) = alpha_t(i) A_ij U[j, n, t]``
+        and ``sum_t xi_t = A * (alpha.reshape(K, -1) @ U.reshape(K, -1).T)``.
+    log_c : ndarray, shape (N,)
+        ``sum_t ln c_t`` over each sequence's real steps (log-likelihood minus the shifts).
+    """
+    K, N, T = E.shape
+    A = transmat
+    n_steps = T - 1
+    alpha = np.empty((K, N, T))
+    beta = np.empty((K, N, T))
+    a0 = startprob[:, None] * E[:, :, 0]
+    c0 = a0.sum(axis=0)
+    if np.any(c0 <= 0):
+        raise ValueError(_IMPOSSIBLE)
+    alpha[:, :, 0] = a0 / c0
+    log_c = np.log(c0)
+    beta[:, :, T - 1] = 1.0
+    if n_steps:
+        L, C = _plan(N, n_steps, K)
+        padded = C * L
+        # Emission factors of steps 1..T-1 as F[l, k, n*C + c] (step c*L + l + 1 of
+        # sequence n), padded with ones up to C*L steps.
+        if C == 1:
+            F = np.ascontiguousarray(np.moveaxis(E[:, :, 1:], 2, 0))
+        else:
+            Ep = np.ones((K, N, padded))
+            Ep[:, :, :n_steps] = E[:, :, 1:]
+            F = np.ascontiguousarray(Ep.reshape(K, N, C, L).transpose(3, 0, 1, 2))
+            del Ep
+        F = F.reshape(L, K, N * C)
+        if C == 1:
+            f_start = alpha[:, :, :1]
+            b_end = np.ones((K, N, 1))
+        else:
+            R, log_scale = _transfer_matrices(F, A, N)
+            f_start, b_end = _boundaries(alpha[:, :, 0], R, log_scale)
+            del R
+        out = np.empty((L, K, N * C))
+        norms = np.empty((L, 1, N * C))
+        log_tot = np.zeros(N * C)
+        _propagate(f_start.reshape(K, 1, N * C), F, A.T, backward=False, out=out, norms=norms,
+                   log_total=log_tot)
+        # out[l, :, n*C + c] is alpha at time c*L + l + 1
+        alpha[:, :, 1:] = out.reshape(L, K, N, C).transpose(1, 2, 3, 0).reshape(
+            K, N, padded)[:, :, :n_steps]
+        c_all = norms.reshape(L, N, C).transpose(1, 2, 0).reshape(N, padded)
+        c = c_all[:, :n_steps]
+        _propagate(b_end.reshape(K, 1, N * C), F, A, backward=True, out=out)
+        # out[l, :, n*C + c] is beta at time c*L + l
+        beta[:, :, :n_steps] = out.reshape(L, K, N, C).transpose(1, 2, 3, 0).reshape(
+            K, N, padded)[:, :, :n_steps]
+        del out, F
+        # ln prod_t c_t over all steps, minus the padding steps (whose c_t are 1 up to
+        # rounding and to how exactly the rows of A sum to 1).
+        log_c = log_c + log_tot.reshape(N, C).sum(axis=1)
+        last = np.full(N, n_steps) if lengths is None else lengths - 1
+        pad = np.arange(padded)[None, :] >= last[:, None]
+        if np.any(pad):
+            rows = np.nonzero(pad)[0]
+            with np.errstate(divide="ignore"):
+                log_c = log_c - np.bincount(rows, weights=np.log(c_all[pad]), minlength=N)
+    gamma = alpha * beta
+    g = np.ones(K) @ gamma.reshape(K, N * T)
+    g = g.reshape(N, T)
+    real = None if lengths is None else np.arange(T)[None, :] < lengths[:, None]
+    ok = (g > 0) if real is None else ((g > 0) | ~real)
+    if not np.all(ok) or not np.all(np.isfinite(log_c)):
+        raise ValueError(_IMPOSSIBLE)
+    gamma /= g
+    U = np.zeros((K, N, T))
+    if n_steps:
+        np.multiply(E[:, :, 1:], beta[:, :, 1:], out=U[:, :, :-1])
+        scale = c * g[:, 1:]
+        if real is not None:
+            scale = np.where(real[:, 1:], scale, np.inf)
+        U[:, :, :-1] /= scale
+    return gamma, alpha, U, log_c
 
 
 def viterbi_batch(log_startprob, log_transmat, log_E, lengths=None):

@@ -318,31 +318,38 @@ def _check_params(params) -> Params:
 # ---------------------------------------------------------------------------------------------
 
 
-def _gaussian_log_emission(X: np.ndarray, means: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """``ln N(x_t | means[k], Sigma_k)`` as a (T, K) array; one vectorised pass per state."""
-    T, D = X.shape
+def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``ln N(x_t | means[k], Sigma_k)`` as a state-major (K, T) array from ``XT = X.T``.
+
+    One vectorised pass over the data per state (a loop over states, not data points).
+    """
+    D, T = XT.shape
     K = means.shape[0]
-    out = np.empty((T, K))
-    ones = np.ones(D)
+    out = np.empty((K, T))
     if cov.ndim == 2:
         const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
         for k in range(K):
-            z = (X - means[k]) / np.sqrt(cov[k])
+            z = XT - means[k][:, None]
+            z /= np.sqrt(cov[k])[:, None]
             z *= z
-            np.matmul(z, ones, out=out[:, k])
+            np.sum(z, axis=0, out=out[k])
     else:
         chol = _cholesky(cov)
         const = -0.5 * D * _LOG_2PI - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         for k in range(K):
-            z = solve_triangular(chol[k], (X - means[k]).T, lower=True, check_finite=False)
-            out[:, k] = np.einsum("dt,dt->t", z, z)
+            z = solve_triangular(chol[k], XT - means[k][:, None], lower=True,
+                                 check_finite=False)
+            z *= z
+            np.sum(z, axis=0, out=out[k])
     out *= -0.5
-    out += const
+    out += const[:, None]
     return out
 
 
-def _emission_factors(X: np.ndarray, params: Params):
-    """Emission factors ``E`` (rows with largest entry 1) and the total of the log shifts."""
+def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = None):
+    """State-major emission factors ``E`` (K, T), largest entry of each step 1, and the total
+    of the log shifts ``sum_t ln max_k p(x_t | z_t = k)``. ``XT``: ``X.T`` as a contiguous array
+    (Gaussian emissions), if already at hand."""
     if params.emission == "categorical":
         B = params.emissionprob
         col_max = B.max(axis=0)
@@ -351,21 +358,25 @@ def _emission_factors(X: np.ndarray, params: Params):
             m = int(np.argmax(seen & (col_max == 0)))
             raise ValueError(f"symbol {m} occurs in X but has probability 0 in every state")
         safe = np.where(col_max > 0, col_max, 1.0)
-        E = (B / safe).T[X]
+        E = (B / safe)[:, X]
         shift = float(np.log(safe)[X].sum())
         return E, shift
-    logE = _gaussian_log_emission(X, params.means, params.covariances)
+    if XT is None:
+        XT = np.ascontiguousarray(X.T)
+    logE = _gaussian_log_emission(XT, params.means, params.covariances)
     return _factors_from_log(logE)
 
 
 def _factors_from_log(logE: np.ndarray):
-    m = logE.max(axis=1)
+    """Emission factors and total shift from a state-major (K, T) log emission array."""
+    m = logE.max(axis=0)
     if np.any(np.isneginf(m)):
         t = int(np.argmax(np.isneginf(m)))
         raise ValueError(
             f"log_emission row {t} is -inf for every state: observation {t} is impossible"
         )
-    E = np.exp(logE - m[:, None])
+    E = logE - m
+    np.exp(E, out=E)
     return E, float(m.sum())
 
 
@@ -400,7 +411,8 @@ def log_emission(X, params: Params) -> np.ndarray:
     X = _check_data(X, params)
     if params.emission == "categorical":
         return _log(params.emissionprob).T[X]
-    return _gaussian_log_emission(X, params.means, params.covariances)
+    XT = np.ascontiguousarray(X.T)
+    return _gaussian_log_emission(XT, params.means, params.covariances).T.copy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,31 +452,34 @@ class _Layout:
             i = j
 
     def batches(self, E: np.ndarray):
-        """Yield ``(E_group (N, T, K), lengths or None, idx, valid)`` for every group."""
+        """Yield ``(E_group (K, N, T), lengths or None, idx, valid)`` for every group.
+
+        ``E`` is state-major, (K, n_obs).
+        """
+        K = E.shape[0]
         if self.uniform:
             N, T = self.lengths.size, int(self.lengths[0])
-            yield E.reshape(N, T, -1), None, None, None
+            yield E.reshape(K, N, T), None, None, None
             return
-        ext = np.concatenate([E, np.ones((1, E.shape[1]))])
+        ext = np.concatenate([E, np.ones((K, 1))], axis=1)
         for glen, idx, valid in self.groups:
-            yield ext[idx], glen, idx, valid
+            yield ext[:, idx], glen, idx, valid
 
 
 def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout):
-    """Posterior marginals (concatenated), expected transition counts and ``ln p(V)``."""
+    """State-major posteriors (K, n_obs), expected transition counts and ``ln p(V)``."""
     K = startprob.size
-    gamma = np.empty((layout.n_obs, K)) if not layout.uniform else None
+    gamma = None if layout.uniform else np.empty((K, layout.n_obs))
     xi_acc = np.zeros((K, K))
     log_c = 0.0
     for Eg, glen, idx, valid in layout.batches(E):
         g, alpha, U, lc = posterior_batch(startprob, transmat, Eg, glen)
-        if U.size:
-            xi_acc += alpha[:, :-1].reshape(-1, K).T @ U.reshape(-1, K)
+        xi_acc += np.einsum("it,jt->ij", alpha.reshape(K, -1), U.reshape(K, -1))
         log_c += float(lc.sum())
         if layout.uniform:
-            gamma = g.reshape(-1, K)
+            gamma = g.reshape(K, -1)
         else:
-            gamma[idx[valid]] = g[valid]
+            gamma[:, idx[valid]] = g[:, valid]
     return gamma, transmat * xi_acc, log_c + shift
 
 
@@ -557,9 +572,9 @@ def forward_backward(
     """
     pi, A, _, _, lE = _check_log_model(log_startprob, log_transmat, log_emission)
     layout = _Layout(_check_lengths(lengths, lE.shape[0]))
-    E, shift = _factors_from_log(lE)
+    E, shift = _factors_from_log(lE.T)
     gamma, xi_sum, ll = _estep(E, shift, pi, A, layout)
-    return ForwardBackward(gamma, xi_sum, ll)
+    return ForwardBackward(np.ascontiguousarray(gamma.T), xi_sum, ll)
 
 
 class Viterbi(NamedTuple):
@@ -663,10 +678,10 @@ def chain_posterior(log_startprob, log_transmat, log_emission) -> ChainPosterior
     True
     """
     pi, A, _, _, lE = _check_log_model(log_startprob, log_transmat, log_emission)
-    E, shift = _factors_from_log(lE)
-    gamma, alpha, U, log_c = posterior_batch(pi, A, E[None])
-    xi = alpha[0, :-1, :, None] * A * U[0, :, None, :]
-    return ChainPosterior(gamma[0], xi, float(log_c[0]) + shift)
+    E, shift = _factors_from_log(lE.T)
+    gamma, alpha, U, log_c = posterior_batch(pi, A, E[:, None, :])
+    xi = alpha[:, 0, :-1].T[:, :, None] * A * U[:, 0, :-1].T[:, None, :]
+    return ChainPosterior(np.ascontiguousarray(gamma[:, 0].T), xi, float(log_c[0]) + shift)
 
 
 def _check_chain_q(gamma, xi, K: int | None = None):
@@ -974,7 +989,7 @@ def predict_proba(X, params: Params, lengths=None) -> np.ndarray:
     X = _check_data(X, params)
     layout = _Layout(_check_lengths(lengths, X.shape[0]))
     E, shift = _emission_factors(X, params)
-    return _estep(E, shift, params.startprob, params.transmat, layout)[0]
+    return np.ascontiguousarray(_estep(E, shift, params.startprob, params.transmat, layout)[0].T)
 
 
 def predict(X, params: Params, lengths=None) -> np.ndarray:
@@ -1003,7 +1018,8 @@ def predict(X, params: Params, lengths=None) -> np.ndarray:
     if params.emission == "categorical":
         logE = _log(params.emissionprob).T[X]
     else:
-        logE = _gaussian_log_emission(X, params.means, params.covariances)
+        XT = np.ascontiguousarray(X.T)
+        logE = _gaussian_log_emission(XT, params.means, params.covariances).T
     ls, lA = params.log_startprob, params.log_transmat
     K = params.n_states
     if layout.uniform:
@@ -1118,32 +1134,35 @@ class FitResult:
     converged: bool
 
 
-def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float) -> Params:
-    """Closed-form maximiser of ``Q(theta, theta_old)`` from the expected counts."""
+def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
+            XT: np.ndarray | None = None) -> Params:
+    """Closed-form maximiser of ``Q(theta, theta_old)``; ``gamma`` is state-major (K, T)."""
     K = old.n_states
-    first = gamma[layout.starts].sum(axis=0)
+    first = gamma[:, layout.starts].sum(axis=1)
     startprob = first / first.sum()
     row = xi_sum.sum(axis=1)
     keep = row <= 0  # a state never left (e.g. only ever the last one): keep its old row
     transmat = np.where(keep[:, None], old.transmat, xi_sum / np.where(keep, 1.0, row)[:, None])
     if old.emission == "categorical":
         M = old.emissionprob.shape[1]
-        counts = np.stack([np.bincount(X, weights=gamma[:, k], minlength=M) for k in range(K)])
+        counts = np.stack([np.bincount(X, weights=gamma[k], minlength=M) for k in range(K)])
         tot = counts.sum(axis=1)
         keep = tot <= 0
         B = np.where(keep[:, None], old.emissionprob,
                      counts / np.where(keep, 1.0, tot)[:, None])
         return Params(startprob, transmat, emissionprob=B)
-    nk = gamma.sum(axis=0)
+    nk = gamma.sum(axis=1)
     keep = nk <= 0
     safe = np.where(keep, 1.0, nk)
-    means = np.where(keep[:, None], old.means, (gamma.T @ X) / safe[:, None])
+    means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
+    if XT is None:
+        XT = np.ascontiguousarray(X.T)
     if old.covariance_type == "diag":
         cov = np.empty_like(means)
         for k in range(K):
-            d = X - means[k]
+            d = XT - means[k][:, None]
             d *= d
-            cov[k] = gamma[:, k] @ d
+            cov[k] = d @ gamma[k]
         cov /= safe[:, None]
         cov = np.maximum(cov, min_covar)
         cov[keep] = old.covariances[keep]
@@ -1151,8 +1170,8 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float) ->
         D = means.shape[1]
         cov = np.empty((K, D, D))
         for k in range(K):
-            d = X - means[k]
-            cov[k] = (d * gamma[:, k, None]).T @ d / safe[k]
+            d = XT - means[k][:, None]
+            cov[k] = (d * gamma[k]) @ d.T / safe[k]
             cov[k] = 0.5 * (cov[k] + cov[k].T)
             w, v = np.linalg.eigh(cov[k])
             if w.min() < min_covar:  # floor the eigenvalues
@@ -1169,6 +1188,12 @@ _INIT_KEYS = {
 
 
 def _initial_params(X, K, emission, covariance_type, init, n_symbols, rng, min_covar) -> Params:
+    if isinstance(init, Params):
+        if init.emission != emission:
+            raise ValueError(
+                f"init holds {init.emission} parameters but emission is {emission!r}"
+            )
+        init = {k: getattr(init, k) for k in _INIT_KEYS[emission]}
     if isinstance(init, Mapping):
         need = _INIT_KEYS[emission]
         missing = [k for k in need if k not in init]
@@ -1224,7 +1249,7 @@ def fit(
     emission: str = "categorical",
     covariance_type: str = "diag",
     lengths=None,
-    init: str | Mapping[str, Any] = "random",
+    init: str | Mapping[str, Any] | Params = "random",
     max_iter: int = 100,
     tol: float = 1e-10,
     random_state=None,
@@ -1253,13 +1278,13 @@ def fit(
         For Gaussian emissions.
     lengths : array_like of int, optional
         Lengths of the sequences in ``X`` (as in hmmlearn); default one sequence.
-    init : {"random", "kmeans"} or mapping
+    init : {"random", "kmeans"}, mapping or Params
         ``"random"``: Dirichlet-distributed probabilities, Gaussian means at distinct random
         data points and every covariance equal to that of the data. ``"kmeans"`` (Gaussian
         only): means from k-means, uniform ``startprob`` and ``transmat``. A mapping gives the
         initial parameters with keys ``startprob``, ``transmat`` and ``emissionprob``
         (categorical) or ``means``, ``covariances`` (Gaussian; variances of shape (K, D) for
-        ``"diag"``).
+        ``"diag"``), as does a :class:`Params`.
     max_iter : int
         Maximum number of iterations, ``>= 0``.
     tol : float
@@ -1328,15 +1353,17 @@ def fit(
     params = _initial_params(X, K, emission, covariance_type, init, M, rng, min_covar)
     _check_data(X, params)
 
+    XT = None if emission == "categorical" else np.ascontiguousarray(X.T)
+
     def e_step(p: Params):
-        E, shift = _emission_factors(X, p)
+        E, shift = _emission_factors(X, p, XT)
         return _estep(E, shift, p.startprob, p.transmat, layout)
 
     gamma, xi_sum, ll = e_step(params)
     trace = [ll]
     converged = False
     for it in range(1, max_iter + 1):
-        params = _m_step(X, gamma, xi_sum, layout, params, min_covar)
+        params = _m_step(X, gamma, xi_sum, layout, params, min_covar, XT)
         gamma, xi_sum, ll = e_step(params)
         trace.append(ll)
         if has_converged(trace[-2], trace[-1], tol=tol, iteration=it):
