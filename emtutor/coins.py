@@ -28,6 +28,7 @@ from scipy.special import gammaln, xlog1py, xlogy
 
 from emtutor import bounds, em
 from emtutor._validation import as_float_array, check_distribution
+from emtutor.em import EmptyComponentWarning
 
 __all__ = [
     "EmptyComponentWarning",
@@ -40,24 +41,6 @@ __all__ = [
     "log_likelihood",
     "m_step",
 ]
-
-
-class EmptyComponentWarning(UserWarning):
-    """Warning issued when the M-step finds a coin with no responsibility at all.
-
-    If ``sum_n r_nk n_n = 0`` the data say nothing about ``theta[k]``: the expected
-    complete-data log-likelihood does not depend on it, so every value is a maximiser.
-    :func:`m_step` then keeps the previous value (or 1/2 if none is given) and says so.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     p = m_step([3, 4], 5, [[1.0, 0.0], [1.0, 0.0]], theta_old=[0.5, 0.2])
-    >>> print(caught[0].category.__name__, p.theta.round(2))
-    EmptyComponentWarning [0.7 0.2]
-    """
 
 
 class Params(NamedTuple):

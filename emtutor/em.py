@@ -34,6 +34,7 @@ import numpy as np
 __all__ = [
     "NOISE_RTOL",
     "EMResult",
+    "EmptyComponentWarning",
     "LikelihoodDecreaseWarning",
     "has_converged",
     "run",
@@ -63,6 +64,29 @@ class LikelihoodDecreaseWarning(UserWarning):
     >>> print(caught[0].message)
     log-likelihood decreased at iteration 3: from -10 to -10.5, a drop of 0.5 (relative 0.05);
     EM never lowers it, so check the E-step and the M-step
+    """
+
+
+class EmptyComponentWarning(UserWarning):
+    """Warning issued when an M-step finds a component with no responsibility at all.
+
+    If the responsibilities of component ``k`` sum to (almost) zero, the data say nothing
+    about its parameters: the expected complete-data log-likelihood does not depend on them,
+    so every value maximises it. The mixture modules then keep the component's previous
+    parameters (see :func:`emtutor.coins.m_step` and :func:`emtutor.gmm.fit` for what each
+    does exactly), so the log-likelihood still never decreases, and issue this warning
+    naming the component. Fitting fewer components or starting elsewhere is usually the
+    better answer.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from emtutor import coins
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     p = coins.m_step([3, 4], 5, [[1.0, 0.0], [1.0, 0.0]], theta_old=[0.5, 0.2])
+    >>> print(caught[0].category.__name__, p.theta.round(2))
+    EmptyComponentWarning [0.7 0.2]
     """
 
 

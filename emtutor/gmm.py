@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike
 
 from emtutor import _gaussian as _g
 from emtutor._validation import as_float_array, check_distribution
-from emtutor.em import EMResult, run
+from emtutor.em import EmptyComponentWarning, EMResult, run
 
 __all__ = [
     "EmptyComponentWarning",
@@ -71,30 +71,6 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(float).eps)
-
-
-class EmptyComponentWarning(UserWarning):
-    """Warning issued by :func:`fit` when a component receives (almost) no responsibility.
-
-    A component is empty when ``sum_n r_nk <= 10 eps`` (about ``2e-15`` of one data point).
-    Its mean and covariance are then undefined; :func:`fit` keeps their previous values and
-    gives the component the weight ``10 eps / N`` (as scikit-learn does), so the fit goes on
-    with the component effectively switched off and the log-likelihood still never decreases.
-    Fitting fewer components or starting elsewhere is usually the better answer.
-
-    Examples
-    --------
-    A third component placed far from all the data gets no responsibility:
-
-    >>> import warnings
-    >>> X = [[0.0], [0.5], [1.0], [3.0], [3.5]]
-    >>> p0 = Params([0.5, 0.49, 0.01], [[0.0], [3.0], [1e4]], [1.0, 1.0, 1.0])
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     res = fit(X, 3, init=p0, max_iter=3)
-    >>> print(caught[0].category.__name__, res.params.means[2])
-    EmptyComponentWarning [10000.]
-    """
 
 
 class Params(NamedTuple):
