@@ -63,10 +63,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import logsumexp
 
 _TINY = np.finfo(float).tiny
 _SMALL = 1e-250  # below this a re-weighted sum is recomputed in log space
 _FLUSH = 1e-280  # a running product of divisors below this is moved into its log
+_G_MIN = 1e-300  # smallest acceptable sum_k alpha_t(k) beta_t(k) before falling back
 
 _IMPOSSIBLE = (
     "the observations have probability zero under these parameters (every path is "
@@ -254,8 +256,13 @@ def _boundaries(alpha0, R, log_scale):
     return f_start, b_end
 
 
-def posterior_batch(startprob, transmat, E, lengths=None):
+def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=False):
     """Forward-backward for ``N`` sequences padded to a common length ``T``.
+
+    If the scaled recursions cannot represent the answer (a forward or backward vector whose
+    relevant entries underflowed, which needs a transition matrix with structural zeros and
+    evidence of more than about 700 nats on both sides of a time step), the group is redone
+    in log space by :func:`_posterior_log` when ``log_E`` is given.
 
     Parameters
     ----------
@@ -266,17 +273,18 @@ def posterior_batch(startprob, transmat, E, lengths=None):
         must be 1.
     lengths : ndarray of int, shape (N,), optional
         True lengths; ``None`` means all equal ``T``.
+    log_E : callable, optional
+        Returns the (K, N, T) log emissions (0 after a sequence's end), for the fallback.
+    pairwise : bool
+        Return the two-slice marginals of every step instead of their sum.
 
     Returns
     -------
     gamma : ndarray, shape (K, N, T)
         Posterior marginals (columns after a sequence's end are meaningless).
-    alpha : ndarray, shape (K, N, T)
-        Normalised forward vectors.
-    U : ndarray, shape (K, N, T)
-        ``U[j, n, t] = E_{t+1}(j) beta_{t+1}(j) / (c_{t+1} g_{t+1})`` for real steps
-        ``t + 1``, zero elsewhere, so that ``xi_{t+1}(i, j) = alpha_t(i) A_ij U[j, n, t]``
-        and ``sum_t xi_t = A * (alpha.reshape(K, -1) @ U.reshape(K, -1).T)``.
+    xi : ndarray, shape (K, K), or (N, T - 1, K, K) if ``pairwise``
+        Expected transition counts summed over steps and sequences, or
+        ``xi[n, t - 1, i, j] = p(z_{t-1} = i, z_t = j | V_n)``.
     log_c : ndarray, shape (N,)
         ``sum_t ln c_t`` over each sequence's real steps (log-likelihood minus the shifts).
     """
@@ -288,7 +296,7 @@ def posterior_batch(startprob, transmat, E, lengths=None):
     a0 = startprob[:, None] * E[:, :, 0]
     c0 = a0.sum(axis=0)
     if np.any(c0 <= 0):
-        raise ValueError(_IMPOSSIBLE)
+        return _fallback(startprob, A, log_E, lengths, pairwise)
     alpha[:, :, 0] = a0 / c0
     log_c = np.log(c0)
     beta[:, :, T - 1] = 1.0
@@ -340,9 +348,11 @@ def posterior_batch(startprob, transmat, E, lengths=None):
     g = np.ones(K) @ gamma.reshape(K, N * T)
     g = g.reshape(N, T)
     real = None if lengths is None else np.arange(T)[None, :] < lengths[:, None]
-    ok = (g > 0) if real is None else ((g > 0) | ~real)
+    # g_t = sum_k alpha_t(k) beta_t(k) > 1e-300 unless the posterior mass sits where the
+    # scaled vectors lost it to underflow (or the data are impossible, NaN from 0 / 0).
+    ok = (g > _G_MIN) if real is None else ((g > _G_MIN) | ~real)
     if not np.all(ok) or not np.all(np.isfinite(log_c)):
-        raise ValueError(_IMPOSSIBLE)
+        return _fallback(startprob, A, log_E, lengths, pairwise)
     gamma /= g
     U = np.zeros((K, N, T))
     if n_steps:
@@ -351,7 +361,53 @@ def posterior_batch(startprob, transmat, E, lengths=None):
         if real is not None:
             scale = np.where(real[:, 1:], scale, np.inf)
         U[:, :, :-1] /= scale
-    return gamma, alpha, U, log_c
+    # xi_{t+1}(i, j) = alpha_t(i) A_ij U[j, n, t]
+    if pairwise:
+        xi = np.einsum("int,ij,jnt->ntij", alpha[:, :, :-1], A, U[:, :, :-1])
+    else:
+        xi = A * np.einsum("it,jt->ij", alpha.reshape(K, -1), U.reshape(K, -1))
+    return gamma, xi, log_c
+
+
+def _fallback(startprob, A, log_E, lengths, pairwise):
+    if log_E is None:
+        raise ValueError(_IMPOSSIBLE)
+    log_e = log_E()
+    with np.errstate(divide="ignore"):
+        gamma, xi, ll = _posterior_log(np.log(startprob), np.log(A), log_e, lengths, pairwise)
+    # like posterior_batch, report ln p minus the per-step shifts max_k ln p(x_t | z_t = k)
+    return gamma, xi, ll - log_e.max(axis=0).sum(axis=1)
+
+
+def _posterior_log(log_startprob, log_A, log_E, lengths=None, pairwise=False):
+    """Forward-backward in log space, one time step at a time (vectorised over sequences).
+
+    Slow (a ``logsumexp`` per step) but free of underflow; used only when the scaled
+    recursions cannot represent the posterior. Same arguments and results as
+    :func:`posterior_batch`, except that ``log_E`` is the (K, N, T) array itself.
+    """
+    K, N, T = log_E.shape
+    lE = np.ascontiguousarray(log_E.transpose(2, 1, 0))  # (T, N, K)
+    la = np.empty((T, N, K))
+    lb = np.zeros((T, N, K))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        la[0] = log_startprob + lE[0]
+        for t in range(1, T):
+            la[t] = logsumexp(la[t - 1][:, :, None] + log_A, axis=1) + lE[t]
+        for t in range(T - 2, -1, -1):
+            lb[t] = logsumexp(log_A + (lE[t + 1] + lb[t + 1])[:, None, :], axis=2)
+        ends = np.full(N, T - 1) if lengths is None else np.asarray(lengths) - 1
+        ll = logsumexp(la[ends, np.arange(N)], axis=1)
+        if not np.all(np.isfinite(ll)):
+            raise ValueError(_IMPOSSIBLE)
+        gamma = np.exp(la + lb - ll[:, None]).transpose(2, 1, 0)
+        pair = (la[:-1, :, :, None] + log_A + (lE[1:] + lb[1:])[:, :, None, :]
+                - ll[:, None, None])  # (T - 1, N, K, K)
+        xi = np.exp(pair)
+    if lengths is not None:
+        xi *= (np.arange(1, T)[:, None] < np.asarray(lengths)[None, :])[:, :, None, None]
+    xi = xi.transpose(1, 0, 2, 3) if pairwise else xi.sum(axis=(0, 1))
+    return np.ascontiguousarray(gamma), xi, ll
 
 
 def viterbi_batch(log_startprob, log_transmat, log_E, lengths=None):

@@ -347,9 +347,10 @@ def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray) -
 
 
 def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = None):
-    """State-major emission factors ``E`` (K, T), largest entry of each step 1, and the total
-    of the log shifts ``sum_t ln max_k p(x_t | z_t = k)``. ``XT``: ``X.T`` as a contiguous array
-    (Gaussian emissions), if already at hand."""
+    """State-major emission factors ``E`` (K, T), largest entry of each step 1, the total
+    of the log shifts ``sum_t ln max_k p(x_t | z_t = k)`` and a function returning the (K, T)
+    log emissions (needed only by the log-space fallback). ``XT``: ``X.T`` as a contiguous
+    array (Gaussian emissions), if already at hand."""
     if params.emission == "categorical":
         B = params.emissionprob
         col_max = B.max(axis=0)
@@ -360,11 +361,11 @@ def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = Non
         safe = np.where(col_max > 0, col_max, 1.0)
         E = (B / safe)[:, X]
         shift = float(np.log(safe)[X].sum())
-        return E, shift
+        return E, shift, lambda: _log(B)[:, X]
     if XT is None:
         XT = np.ascontiguousarray(X.T)
     logE = _gaussian_log_emission(XT, params.means, params.covariances)
-    return _factors_from_log(logE)
+    return (*_factors_from_log(logE), lambda: logE)
 
 
 def _factors_from_log(logE: np.ndarray):
@@ -466,21 +467,31 @@ class _Layout:
             yield ext[:, idx], glen, idx, valid
 
 
-def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout):
-    """State-major posteriors (K, n_obs), expected transition counts and ``ln p(V)``."""
+def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, log_source=None):
+    """State-major posteriors (K, n_obs), expected transition counts and ``ln p(V)``.
+
+    ``log_source()`` returns the (K, n_obs) log emissions, for the rare log-space fallback.
+    """
     K = startprob.size
     gamma = None if layout.uniform else np.empty((K, layout.n_obs))
-    xi_acc = np.zeros((K, K))
+    xi_sum = np.zeros((K, K))
     log_c = 0.0
     for Eg, glen, idx, valid in layout.batches(E):
-        g, alpha, U, lc = posterior_batch(startprob, transmat, Eg, glen)
-        xi_acc += np.einsum("it,jt->ij", alpha.reshape(K, -1), U.reshape(K, -1))
+        log_E = None
+        if log_source is not None:
+            def log_E(Eg=Eg, idx=idx):
+                full = log_source()
+                if idx is None:
+                    return full.reshape(Eg.shape)
+                return np.concatenate([full, np.zeros((K, 1))], axis=1)[:, idx]
+        g, xi, lc = posterior_batch(startprob, transmat, Eg, glen, log_E)
+        xi_sum += xi
         log_c += float(lc.sum())
         if layout.uniform:
             gamma = g.reshape(K, -1)
         else:
             gamma[:, idx[valid]] = g[:, valid]
-    return gamma, transmat * xi_acc, log_c + shift
+    return gamma, xi_sum, log_c + shift
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,7 +584,7 @@ def forward_backward(
     pi, A, _, _, lE = _check_log_model(log_startprob, log_transmat, log_emission)
     layout = _Layout(_check_lengths(lengths, lE.shape[0]))
     E, shift = _factors_from_log(lE.T)
-    gamma, xi_sum, ll = _estep(E, shift, pi, A, layout)
+    gamma, xi_sum, ll = _estep(E, shift, pi, A, layout, lambda: lE.T)
     return ForwardBackward(np.ascontiguousarray(gamma.T), xi_sum, ll)
 
 
@@ -679,9 +690,9 @@ def chain_posterior(log_startprob, log_transmat, log_emission) -> ChainPosterior
     """
     pi, A, _, _, lE = _check_log_model(log_startprob, log_transmat, log_emission)
     E, shift = _factors_from_log(lE.T)
-    gamma, alpha, U, log_c = posterior_batch(pi, A, E[:, None, :])
-    xi = alpha[:, 0, :-1].T[:, :, None] * A * U[:, 0, :-1].T[:, None, :]
-    return ChainPosterior(np.ascontiguousarray(gamma[:, 0].T), xi, float(log_c[0]) + shift)
+    gamma, xi, log_c = posterior_batch(pi, A, E[:, None, :], log_E=lambda: lE.T[:, None, :],
+                                       pairwise=True)
+    return ChainPosterior(np.ascontiguousarray(gamma[:, 0].T), xi[0], float(log_c[0]) + shift)
 
 
 def _check_chain_q(gamma, xi, K: int | None = None):
@@ -959,8 +970,8 @@ def score(X, params: Params, lengths=None) -> float:
     params = _check_params(params)
     X = _check_data(X, params)
     layout = _Layout(_check_lengths(lengths, X.shape[0]))
-    E, shift = _emission_factors(X, params)
-    return _estep(E, shift, params.startprob, params.transmat, layout)[2]
+    E, shift, log_source = _emission_factors(X, params)
+    return _estep(E, shift, params.startprob, params.transmat, layout, log_source)[2]
 
 
 def predict_proba(X, params: Params, lengths=None) -> np.ndarray:
@@ -988,8 +999,9 @@ def predict_proba(X, params: Params, lengths=None) -> np.ndarray:
     params = _check_params(params)
     X = _check_data(X, params)
     layout = _Layout(_check_lengths(lengths, X.shape[0]))
-    E, shift = _emission_factors(X, params)
-    return np.ascontiguousarray(_estep(E, shift, params.startprob, params.transmat, layout)[0].T)
+    E, shift, log_source = _emission_factors(X, params)
+    gamma = _estep(E, shift, params.startprob, params.transmat, layout, log_source)[0]
+    return np.ascontiguousarray(gamma.T)
 
 
 def predict(X, params: Params, lengths=None) -> np.ndarray:
@@ -1356,8 +1368,8 @@ def fit(
     XT = None if emission == "categorical" else np.ascontiguousarray(X.T)
 
     def e_step(p: Params):
-        E, shift = _emission_factors(X, p, XT)
-        return _estep(E, shift, p.startprob, p.transmat, layout)
+        E, shift, log_source = _emission_factors(X, p, XT)
+        return _estep(E, shift, p.startprob, p.transmat, layout, log_source)
 
     gamma, xi_sum, ll = e_step(params)
     trace = [ll]

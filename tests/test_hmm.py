@@ -1,0 +1,577 @@
+"""Tests of emtutor.hmm: brute force over all paths, a log-space reference, hmmlearn as oracle."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from emtutor import _forward_backward as fbm
+from emtutor import hmm
+from emtutor.em import LikelihoodDecreaseWarning
+from emtutor.hmm import Params
+from emtutor.testing import assert_monotone
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+# ------------------------------------------------------------------------------ references
+def _log(p):
+    with np.errstate(divide="ignore"):
+        return np.log(p)
+
+
+def brute_force(ls, lA, lE):
+    """Everything by enumerating the K^T paths: ln p, gamma, xi_t, best path, all log joints."""
+    T, K = lE.shape
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
+    lj = ls[paths[:, 0]] + lE[np.arange(T), paths].sum(axis=1)
+    if T > 1:
+        lj = lj + lA[paths[:, :-1], paths[:, 1:]].sum(axis=1)
+    ll = logsumexp(lj)
+    w = np.exp(lj - ll)
+    gamma = np.zeros((T, K))
+    xi = np.zeros((T - 1, K, K))
+    for t in range(T):
+        np.add.at(gamma[t], paths[:, t], w)
+    for t in range(T - 1):
+        np.add.at(xi[t], (paths[:, t], paths[:, t + 1]), w)
+    return dict(ll=ll, gamma=gamma, xi=xi, path=paths[np.argmax(lj)], best=lj.max(),
+                paths=paths, log_joint=lj)
+
+
+def log_space_reference(ls, lA, lE):
+    """Plain log-space forward-backward, one time step at a time (independent of emtutor)."""
+    T, K = lE.shape
+    la = np.empty((T, K))
+    lb = np.zeros((T, K))
+    la[0] = ls + lE[0]
+    for t in range(1, T):
+        la[t] = logsumexp(la[t - 1][:, None] + lA, axis=0) + lE[t]
+    for t in range(T - 2, -1, -1):
+        lb[t] = logsumexp(lA + (lE[t + 1] + lb[t + 1])[None, :], axis=1)
+    ll = logsumexp(la[-1])
+    gamma = np.exp(la + lb - ll)
+    pair = la[:-1, :, None] + lA[None] + (lE[1:] + lb[1:])[:, None, :] - ll
+    return ll, gamma, np.exp(pair).sum(axis=0)
+
+
+def random_model(rng, K, T, zeros=False, scale=2.0):
+    pi = rng.dirichlet(np.ones(K))
+    A = rng.dirichlet(np.ones(K), size=K)
+    if zeros and K > 1:
+        A[0, 1] = 0.0
+        A[-1, 0] = 0.0
+        A /= A.sum(axis=1, keepdims=True)
+    lE = rng.normal(scale=scale, size=(T, K))
+    return _log(pi), _log(A), lE
+
+
+CAT = Params(startprob=[0.6, 0.3, 0.1],
+             transmat=[[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.2, 0.0, 0.8]],
+             emissionprob=[[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]])
+GAUSS = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.3, 0.7]],
+               means=[[0.0, 0.0], [3.0, -1.0]], covariances=[[1.0, 0.5], [2.0, 1.0]])
+
+
+# ---------------------------------------------------------------- forward-backward, Viterbi
+@pytest.mark.parametrize(("K", "T"), [(1, 1), (1, 4), (2, 1), (2, 2), (2, 6), (3, 3), (3, 5),
+                                      (3, 6)])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_forward_backward_and_viterbi_match_brute_force(K, T, zeros):
+    rng = np.random.default_rng(100 * K + T + zeros)
+    ls, lA, lE = random_model(rng, K, T, zeros)
+    bf = brute_force(ls, lA, lE)
+    fb = hmm.forward_backward(ls, lA, lE)
+    np.testing.assert_allclose(fb.log_likelihood, bf["ll"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fb.gamma, bf["gamma"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fb.xi_sum, bf["xi"].sum(axis=0), rtol=0, atol=1e-12)
+    post = hmm.chain_posterior(ls, lA, lE)
+    np.testing.assert_allclose(post.xi, bf["xi"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(post.gamma, bf["gamma"], rtol=0, atol=1e-12)
+    assert post.log_likelihood == pytest.approx(bf["ll"], rel=1e-12, abs=1e-12)
+    v = hmm.viterbi(ls, lA, lE)
+    np.testing.assert_array_equal(v.path, bf["path"])
+    assert v.log_prob == pytest.approx(bf["best"], rel=1e-12, abs=1e-12)
+
+
+def test_impossible_emission_of_one_state_is_handled():
+    rng = np.random.default_rng(3)
+    ls, lA, lE = random_model(rng, 3, 5, zeros=True)
+    lE[2, 1] = -np.inf
+    bf = brute_force(ls, lA, lE)
+    fb = hmm.forward_backward(ls, lA, lE)
+    np.testing.assert_allclose(fb.gamma, bf["gamma"], atol=1e-12)
+    assert fb.gamma[2, 1] == 0.0
+    assert hmm.viterbi(ls, lA, lE).path[2] != 1
+
+
+def test_several_sequences_are_the_sum_of_single_ones():
+    rng = np.random.default_rng(4)
+    lengths = [1, 7, 300, 2, 299, 40, 41, 1200]
+    ls, lA, lE = random_model(rng, 3, sum(lengths), zeros=True)
+    fb = hmm.forward_backward(ls, lA, lE, lengths=lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    ll, xi = 0.0, np.zeros((3, 3))
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        one = hmm.forward_backward(ls, lA, lE[a:b])
+        np.testing.assert_allclose(fb.gamma[a:b], one.gamma, atol=1e-12)
+        ll += one.log_likelihood
+        xi += one.xi_sum
+    np.testing.assert_allclose(fb.xi_sum, xi, rtol=1e-12)
+    assert fb.log_likelihood == pytest.approx(ll, rel=1e-12)
+
+
+@pytest.mark.parametrize(("T", "K", "scale"), [(3000, 3, 3.0), (2500, 2, 20.0), (4000, 5, 1.0)])
+def test_blocked_recursion_matches_log_space_reference(T, K, scale):
+    assert fbm._plan(1, T - 1, K)[1] > 1  # these sizes take the blocked path
+    rng = np.random.default_rng(T + K)
+    ls, lA, lE = random_model(rng, K, T, zeros=True, scale=scale)
+    ll, gamma, xi_sum = log_space_reference(ls, lA, lE)
+    fb = hmm.forward_backward(ls, lA, lE)
+    assert fb.log_likelihood == pytest.approx(ll, rel=1e-12)
+    np.testing.assert_allclose(fb.gamma, gamma, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(fb.xi_sum, xi_sum, rtol=1e-10, atol=1e-9)
+
+
+def test_blocked_plain_and_log_space_fallbacks_agree(monkeypatch):
+    """The same answer whatever the block plan, and with the rare safety paths forced on."""
+    rng = np.random.default_rng(7)
+    ls, lA, lE = random_model(rng, 3, 5000, zeros=True, scale=10.0)
+    ref = hmm.forward_backward(ls, lA, lE)
+    variants = [
+        ("_plan", lambda n, s, k: (s, 1)),  # plain recursion
+        ("_plan", lambda n, s, k: (7, -(-s // 7))),  # many short blocks
+        ("_SMALL", 2.0),  # always redo block boundaries in log space
+        ("_FLUSH", 2.0),  # take the log of every divisor
+    ]
+    for name, value in variants:
+        with monkeypatch.context() as m:
+            m.setattr(fbm, name, value)
+            fb = hmm.forward_backward(ls, lA, lE)
+        assert fb.log_likelihood == pytest.approx(ref.log_likelihood, rel=1e-13), name
+        np.testing.assert_allclose(fb.gamma, ref.gamma, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(fb.xi_sum, ref.xi_sum, rtol=1e-11, err_msg=name)
+
+
+def test_million_steps_with_tiny_emissions_and_structural_zeros():
+    T, K = 1_000_000, 3
+    rng = np.random.default_rng(8)
+    lA = _log(np.array([[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.05, 0.0, 0.95]]))
+    ls = _log(np.array([1.0, 0.0, 0.0]))
+    lE = rng.normal(scale=1.5, size=(T, K))
+    fb = hmm.forward_backward(ls, lA, lE - 1000.0)
+    assert np.isfinite(fb.log_likelihood) and -1001.0 * T < fb.log_likelihood < -999.0 * T
+    assert np.all(np.isfinite(fb.gamma)) and np.all(fb.gamma >= 0)
+    np.testing.assert_allclose(fb.gamma.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert fb.xi_sum.sum() == pytest.approx(T - 1, rel=1e-12)
+    assert fb.xi_sum[0, 2] == 0.0 and fb.xi_sum[1, 0] == 0.0 and fb.xi_sum[2, 1] == 0.0
+    # the two marginals of the expected transition counts are the summed gammas
+    np.testing.assert_allclose(fb.xi_sum.sum(axis=1), fb.gamma[:-1].sum(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(fb.xi_sum.sum(axis=0), fb.gamma[1:].sum(axis=0), rtol=1e-10)
+    # a constant added to every log emission only shifts ln p
+    shifted = hmm.forward_backward(ls, lA, lE)
+    assert fb.log_likelihood == pytest.approx(shifted.log_likelihood - 1000.0 * T, rel=1e-13)
+    np.testing.assert_allclose(fb.gamma, shifted.gamma, atol=1e-12)
+
+
+def test_long_viterbi_matches_log_space_dynamic_programming():
+    rng = np.random.default_rng(9)
+    ls, lA, lE = random_model(rng, 3, 400, zeros=True)
+    v = hmm.viterbi(ls, lA, lE)
+    score = ls[v.path[0]] + lA[v.path[:-1], v.path[1:]].sum() + lE[np.arange(400), v.path].sum()
+    assert v.log_prob == pytest.approx(score, rel=1e-12)
+    # no single-state change improves the path
+    for t in range(400):
+        for k in range(3):
+            p = v.path.copy()
+            p[t] = k
+            alt = ls[p[0]] + lA[p[:-1], p[1:]].sum() + lE[np.arange(400), p].sum()
+            assert alt <= v.log_prob + 1e-9
+
+
+# ------------------------------------------------------------------ entropy, ELBO and KL
+def _q_from_other_model(rng, K, T, lE):
+    ls2, lA2, _ = random_model(rng, K, T)
+    lE2 = lE + rng.normal(size=lE.shape)
+    post = hmm.chain_posterior(ls2, lA2, lE2)
+    q_paths = np.exp(brute_force(ls2, lA2, lE2)["log_joint"] - post.log_likelihood)
+    return post.gamma, post.xi, q_paths
+
+
+@pytest.mark.parametrize(("K", "T"), [(2, 1), (2, 2), (2, 5), (3, 3), (3, 6)])
+def test_entropy_elbo_kl_match_brute_force(K, T):
+    rng = np.random.default_rng(10 * K + T)
+    ls, lA, lE = random_model(rng, K, T, zeros=True)
+    bf = brute_force(ls, lA, lE)
+    gamma, xi, q = _q_from_other_model(rng, K, T, lE)
+    lj = bf["log_joint"]
+    ok = q > 0
+    H = -np.sum(q[ok] * np.log(q[ok]))
+    Q = np.sum(np.where(ok & np.isfinite(lj), q * np.where(np.isfinite(lj), lj, 0), 0))
+    post_paths = np.exp(lj - bf["ll"])
+    assert hmm.posterior_entropy(gamma, xi) == pytest.approx(H, rel=1e-11, abs=1e-12)
+    if np.all(np.isfinite(lj[ok])):
+        assert hmm.expected_complete_loglik(gamma, xi, ls, lA, lE) == pytest.approx(
+            Q, rel=1e-11)
+        assert hmm.elbo(gamma, xi, ls, lA, lE) == pytest.approx(Q + H, rel=1e-11)
+        kl = np.sum(q[ok] * (np.log(q[ok]) - np.log(post_paths[ok])))
+        assert hmm.kl_to_posterior(gamma, xi, ls, lA, lE) == pytest.approx(kl, rel=1e-9,
+                                                                         abs=1e-12)
+        d = hmm.decompose(gamma, xi, ls, lA, lE)
+        assert d.log_likelihood == pytest.approx(bf["ll"], rel=1e-12)
+        assert d.log_likelihood == pytest.approx(d.elbo + d.kl, rel=1e-11)
+        assert d.kl >= 0 and d.elbo <= d.log_likelihood
+    # with q the posterior itself: KL = 0 and the bound is tight
+    post = hmm.chain_posterior(ls, lA, lE)
+    d = hmm.decompose(post.gamma, post.xi, ls, lA, lE)
+    assert d.kl == pytest.approx(0.0, abs=1e-12)
+    assert d.elbo == pytest.approx(d.log_likelihood, rel=1e-12)
+    H_post = -np.sum(post_paths[post_paths > 0] * np.log(post_paths[post_paths > 0]))
+    assert hmm.posterior_entropy(post.gamma, post.xi) == pytest.approx(H_post, rel=1e-11,
+                                                                       abs=1e-12)
+
+
+def test_q_on_an_impossible_path_gives_minus_inf_bound_and_infinite_kl():
+    ls, lA = _log(np.array([0.5, 0.5])), _log(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    lE = np.zeros((2, 2))
+    gamma, xi = np.full((2, 2), 0.5), np.full((1, 2, 2), 0.25)  # uses the 0 -> 1 move
+    assert hmm.elbo(gamma, xi, ls, lA, lE) == -np.inf
+    assert hmm.kl_to_posterior(gamma, xi, ls, lA, lE) == np.inf
+
+
+# --------------------------------------------------------------- model-level functions
+def test_score_predict_proba_predict_for_several_sequences():
+    X, _ = hmm.sample(CAT, 60, random_state=11)
+    lengths = [1, 5, 6, 48]
+    lE = hmm.log_emission(X, CAT)
+    fb = hmm.forward_backward(CAT.log_startprob, CAT.log_transmat, lE, lengths=lengths)
+    assert hmm.score(X, CAT, lengths) == pytest.approx(fb.log_likelihood, rel=1e-13)
+    np.testing.assert_allclose(hmm.predict_proba(X, CAT, lengths), fb.gamma, atol=1e-14)
+    path = hmm.predict(X, CAT, lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        v = hmm.viterbi(CAT.log_startprob, CAT.log_transmat, lE[a:b])
+        np.testing.assert_array_equal(path[a:b], v.path)
+    Xg, _ = hmm.sample(GAUSS, 30, random_state=12)
+    lE = hmm.log_emission(Xg, GAUSS)
+    from scipy.stats import multivariate_normal
+    for k in range(2):
+        ref = multivariate_normal(GAUSS.means[k], np.diag(GAUSS.covariances[k])).logpdf(Xg)
+        np.testing.assert_allclose(lE[:, k], ref, rtol=1e-12)
+    brute = brute_force(GAUSS.log_startprob, GAUSS.log_transmat, lE[:6])
+    assert hmm.score(Xg[:6], GAUSS) == pytest.approx(brute["ll"], rel=1e-12)
+
+
+def test_full_covariance_log_emission_matches_scipy():
+    from scipy.stats import multivariate_normal
+    cov = np.array([[[2.0, 0.3], [0.3, 1.0]], [[1.0, -0.4], [-0.4, 0.5]]])
+    p = Params(GAUSS.startprob, GAUSS.transmat, means=GAUSS.means, covariances=cov)
+    X, _ = hmm.sample(p, 50, random_state=13)
+    lE = hmm.log_emission(X, p)
+    for k in range(2):
+        np.testing.assert_allclose(lE[:, k], multivariate_normal(p.means[k], cov[k]).logpdf(X),
+                                   rtol=1e-12)
+
+
+def test_sample_follows_the_chain():
+    X, z = hmm.sample(CAT, 40_000, random_state=14)
+    assert X.shape == z.shape == (40_000,)
+    counts = np.zeros((3, 3))
+    np.add.at(counts, (z[:-1], z[1:]), 1)
+    np.testing.assert_allclose(counts / counts.sum(axis=1, keepdims=True), CAT.transmat,
+                               atol=0.02)
+    assert counts[2, 1] == 0  # a structural zero is never used
+    emitted = np.zeros((3, 4))
+    np.add.at(emitted, (z, X), 1)
+    np.testing.assert_allclose(emitted / emitted.sum(axis=1, keepdims=True), CAT.emissionprob,
+                               atol=0.02)
+    X2, z2 = hmm.sample(CAT, 40_000, random_state=14)
+    np.testing.assert_array_equal(z, z2)
+    Xg, zg = hmm.sample(GAUSS, 20_000, random_state=15)
+    for k in range(2):
+        np.testing.assert_allclose(Xg[zg == k].mean(axis=0), GAUSS.means[k], atol=0.06)
+        np.testing.assert_allclose(Xg[zg == k].var(axis=0), GAUSS.covariances[k], rtol=0.06)
+
+
+# -------------------------------------------------------------------------------- fitting
+def test_fit_trace_is_monotone_and_ends_at_the_returned_parameters():
+    X, _ = hmm.sample(CAT, 2000, random_state=16)
+    for seed in range(3):
+        res = hmm.fit(X, 3, lengths=[500, 700, 800], random_state=seed, max_iter=60)
+        assert res.log_likelihood.shape == (res.n_iter + 1,)
+        assert_monotone(res.log_likelihood, rtol=1e-12)
+        assert res.log_likelihood[-1] == pytest.approx(
+            hmm.score(X, res.params, [500, 700, 800]), rel=1e-13)
+    Xg, _ = hmm.sample(GAUSS, 1500, random_state=17)
+    for cov in ("diag", "full"):
+        res = hmm.fit(Xg, 2, emission="gaussian", covariance_type=cov, init="kmeans",
+                      random_state=0)
+        assert res.converged and res.params.covariance_type == cov
+        assert_monotone(res.log_likelihood, rtol=1e-12)
+        order = np.argsort(res.params.means[:, 0])
+        np.testing.assert_allclose(res.params.means[order], GAUSS.means, atol=0.3)
+
+
+def test_fit_stops_by_the_shared_rule_and_zero_iterations_only_scores():
+    init = {"startprob": CAT.startprob, "transmat": CAT.transmat,
+            "emissionprob": CAT.emissionprob}
+    X, _ = hmm.sample(CAT, 300, random_state=18)
+    res0 = hmm.fit(X, 3, init=init, max_iter=0)
+    assert res0.n_iter == 0 and not res0.converged
+    assert res0.log_likelihood[0] == pytest.approx(hmm.score(X, CAT), rel=1e-14)
+    res = hmm.fit(X, 3, init=CAT, tol=1e-6, max_iter=500)
+    assert res.converged and res.n_iter < 500
+    d = np.diff(res.log_likelihood)
+    assert d[-1] < 1e-6 * abs(res.log_likelihood[-1]) and np.all(d[:-1] >= 0)
+
+
+def _hmmlearn():
+    return pytest.importorskip("hmmlearn.hmm", reason="hmmlearn is the oracle for Baum-Welch")
+
+
+def _compare_with_hmmlearn(res, model, X, lengths, n_iter):
+    np.testing.assert_allclose(res.log_likelihood[:-1], model.monitor_.history, rtol=1e-8)
+    assert model.monitor_.iter == n_iter == res.n_iter
+    np.testing.assert_allclose(res.log_likelihood[-1], model.score(X, lengths), rtol=1e-8)
+
+
+def test_categorical_iterations_match_hmmlearn():
+    hl = _hmmlearn()
+    rng = np.random.default_rng(19)
+    X, _ = hmm.sample(CAT, 1500, random_state=rng)
+    lengths = [50, 400, 1, 300, 749]
+    init = Params(rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3), size=3),
+                  emissionprob=rng.dirichlet(np.ones(4), size=3))
+    n_iter = 15
+    res = hmm.fit(X, 3, lengths=lengths, init=init, max_iter=n_iter, tol=1e-300)
+    model = hl.CategoricalHMM(3, n_features=4, n_iter=n_iter, tol=1e-300, params="ste",
+                              init_params="", startprob_prior=1.0, transmat_prior=1.0,
+                              emissionprob_prior=1.0)
+    model.startprob_, model.transmat_ = init.startprob.copy(), init.transmat.copy()
+    model.emissionprob_ = init.emissionprob.copy()
+    model.fit(X[:, None], lengths)
+    _compare_with_hmmlearn(res, model, X[:, None], lengths, n_iter)
+    np.testing.assert_allclose(res.params.emissionprob, model.emissionprob_, atol=1e-8)
+    np.testing.assert_allclose(res.params.transmat, model.transmat_, atol=1e-8)
+
+
+@pytest.mark.parametrize("cov", ["diag", "full"])
+def test_gaussian_iterations_match_hmmlearn(cov):
+    hl = _hmmlearn()
+    rng = np.random.default_rng(20)
+    X, _ = hmm.sample(GAUSS, 2000, random_state=rng)
+    lengths = [700, 3, 600, 697]
+    K, D = 3, 2
+    covariances = np.ones((K, D)) if cov == "diag" else np.tile(np.eye(D), (K, 1, 1))
+    init = Params(np.full(K, 1 / K), rng.dirichlet(np.ones(K), size=K),
+                  means=X[[5, 500, 1500]], covariances=covariances)
+    n_iter = 12
+    res = hmm.fit(X, K, emission="gaussian", covariance_type=cov, lengths=lengths, init=init,
+                  max_iter=n_iter, tol=1e-300)
+    model = hl.GaussianHMM(K, covariance_type=cov, n_iter=n_iter, tol=1e-300, params="stmc",
+                           init_params="", startprob_prior=1.0, transmat_prior=1.0,
+                           means_prior=0.0, means_weight=0.0, covars_prior=0.0,
+                           covars_weight=1.0 if cov == "diag" else 0.0)
+    model.startprob_, model.transmat_ = init.startprob.copy(), init.transmat.copy()
+    model.means_, model.covars_ = init.means.copy(), init.covariances.copy()
+    model.fit(X, lengths)
+    _compare_with_hmmlearn(res, model, X, lengths, n_iter)
+    np.testing.assert_allclose(res.params.means, model.means_, rtol=1e-7, atol=1e-9)
+
+
+def test_a_wrong_m_step_is_reported_as_a_decrease(monkeypatch):
+    X, _ = hmm.sample(CAT, 200, random_state=21)
+
+    def bad_m_step(X, gamma, xi_sum, layout, old, min_covar, XT=None):
+        return Params(old.startprob, old.transmat[::-1], emissionprob=old.emissionprob[::-1])
+
+    monkeypatch.setattr(hmm, "_m_step", bad_m_step)
+    with pytest.warns(LikelihoodDecreaseWarning, match="decreased at iteration 1"):
+        res = hmm.fit(X, 3, init=CAT, max_iter=1)
+    assert not res.converged
+
+
+# ------------------------------------------------------------------------------ bad input
+LS, LA = _log(np.array([0.5, 0.5])), _log(np.array([[0.9, 0.1], [0.2, 0.8]]))
+LE = np.zeros((4, 2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(transmat=[[0.9, 0.2], [0.2, 0.8]]), "rows of transmat must sum to 1"),
+        (dict(transmat=[[1.1, -0.1], [0.2, 0.8]]), "negative probability"),
+        (dict(startprob=[0.6, 0.6]), "rows of startprob must sum to 1"),
+        (dict(transmat=[[1.0]]), r"transmat must have shape \(2, 2\)"),
+        (dict(emissionprob=[[0.5, 0.5]]), "one row per state"),
+        (dict(emissionprob=[[0.5, 0.6], [0.5, 0.5]]), "rows of emissionprob must sum to 1"),
+        (dict(emissionprob=[[np.nan, 1.0], [0.5, 0.5]]), "NaN"),
+        (dict(means=[[0.0], [1.0]], covariances=[[1.0], [1.0]]), "not both"),
+        (dict(emissionprob=None), "not both and not neither"),
+    ],
+)
+def test_bad_categorical_params(kwargs, match):
+    base = dict(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+                emissionprob=[[0.5, 0.5], [0.1, 0.9]])
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        Params(**base)
+
+
+@pytest.mark.parametrize(
+    ("means", "covariances", "match"),
+    [
+        ([[0.0], [1.0]], [[1.0], [0.0]], "variances must be positive"),
+        ([[0.0], [1.0]], [[1.0, 1.0], [1.0, 1.0]], r"must have shape \(2, 1\)"),
+        ([[0.0, 0.0], [1.0, 1.0]], [[[1.0, 2.0], [2.0, 1.0]], np.eye(2)], "not positive definite"),
+        ([[0.0, 0.0], [1.0, 1.0]], [[[1.0, 0.5], [0.0, 1.0]], np.eye(2)], "symmetric"),
+        ([[0.0], [1.0]], None, "need both means and covariances"),
+        ([0.0, 1.0], [[1.0], [1.0]], "means must be 2-D"),
+    ],
+)
+def test_bad_gaussian_params(means, covariances, match):
+    with pytest.raises(ValueError, match=match):
+        Params([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], means=means, covariances=covariances)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((LS, LA, np.array([[0.0, np.nan]] * 3)), {}, "log_emission contains NaN"),
+        ((LS, LA, np.zeros((3, 3))), {}, "one column per state"),
+        ((LS, LA[:1], LE), {}, r"log_transmat must have shape \(2, 2\)"),
+        ((LS, np.log([[0.5, 0.6], [0.5, 0.5]]), LE), {}, "rows of exp\\(log_transmat\\)"),
+        ((np.log([0.7, 0.7]), LA, LE), {}, "rows of exp\\(log_startprob\\)"),
+        ((LS, LA, LE), {"lengths": [2, 3]}, "lengths sum to 5 but X has 4"),
+        ((LS, LA, LE), {"lengths": [4, 0]}, "must be positive"),
+        ((LS, LA, np.array([[0.0, 0.0], [-np.inf, -np.inf]])), {}, "observation 1 is impossible"),
+        ((_log(np.array([1.0, 0.0])), _log(np.array([[1.0, 0.0], [0.0, 1.0]])),
+          np.array([[0.0, 0.0], [-np.inf, 0.0]])), {}, "probability zero"),
+        ((LS, LA, np.zeros(4)), {}, "log_emission must be 2-D"),
+        ((LS, LA, np.array([[np.inf, 0.0]])), {}, "infinite"),
+    ],
+)
+def test_bad_forward_backward_input(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hmm.forward_backward(*args, **kwargs)
+
+
+def test_bad_viterbi_and_chain_input():
+    with pytest.raises(ValueError, match="probability zero"):
+        hmm.viterbi(_log(np.array([1.0, 0.0])), _log(np.eye(2)),
+                    np.array([[0.0, 0.0], [-np.inf, 0.0]]))
+    g = np.full((3, 2), 0.5)
+    with pytest.raises(ValueError, match=r"xi must have shape \(2, 2, 2\)"):
+        hmm.posterior_entropy(g, np.full((3, 2, 2), 0.25))
+    with pytest.raises(ValueError, match="inconsistent"):
+        hmm.posterior_entropy(g, np.array([[[0.5, 0.0], [0.5, 0.0]]] * 2))
+    with pytest.raises(ValueError, match="rows of xi"):
+        hmm.posterior_entropy(g, np.full((2, 2, 2), 0.3))
+    with pytest.raises(ValueError, match="3 time steps but log_emission has 4"):
+        hmm.expected_complete_loglik(g, np.full((2, 2, 2), 0.25), LS, LA, LE)
+
+
+@pytest.mark.parametrize(
+    ("X", "params", "lengths", "match"),
+    [
+        ([0, 1, 4], CAT, None, "symbol 4 is outside the alphabet 0..3"),
+        ([0, -1, 2], CAT, None, "non-negative"),
+        ([0.5, 1.0], CAT, None, "integer symbols"),
+        ([[0, 1]], CAT, None, "1-D array of integer symbols"),
+        ([0, 1, 2], CAT, [1, 1], "lengths sum to 2 but X has 3"),
+        ([0, 1, 2], CAT, [[3]], "1-D array of integers"),
+        ([0, 1, 2], CAT, [1.5, 1.5], "lengths must be integers"),
+        ([[0.0, np.nan]], GAUSS, None, "X contains NaN"),
+        ([0.0, 1.0], GAUSS, None, "Gaussian X must be 2-D"),
+        ([[0.0, 1.0, 2.0]], GAUSS, None, "X has 3 features but the means have 2"),
+    ],
+)
+def test_bad_data(X, params, lengths, match):
+    with pytest.raises(ValueError, match=match):
+        hmm.score(X, params, lengths)
+    with pytest.raises(ValueError, match=match):
+        hmm.predict(X, params, lengths)
+
+
+def test_data_impossible_under_the_parameters():
+    p = Params([1.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], emissionprob=[[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="probability zero"):
+        hmm.score([0, 1], p)
+    with pytest.raises(ValueError, match="probability zero"):
+        hmm.predict([0, 1], p)
+    q = Params([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]],
+               emissionprob=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="symbol 2 occurs in X but has probability 0"):
+        hmm.score([0, 2], q)
+
+
+def test_params_must_be_params():
+    with pytest.raises(TypeError, match="must be an emtutor.hmm.Params"):
+        hmm.score([0, 1], {"startprob": [1.0]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(n_states=0), "n_states must be a positive integer"),
+        (dict(emission="poisson"), "emission must be 'categorical' or 'gaussian'"),
+        (dict(covariance_type="tied"), "covariance_type must be 'diag' or 'full'"),
+        (dict(max_iter=-1), "max_iter must be a non-negative integer"),
+        (dict(tol=0.0), "tol must be a positive finite number"),
+        (dict(min_covar=-1.0), "min_covar must be a non-negative number"),
+        (dict(init="kmeans"), "init='kmeans' needs Gaussian emissions"),
+        (dict(init="spectral"), "init must be 'random', 'kmeans' or a mapping"),
+        (dict(init={"startprob": [1.0]}), "needs exactly the keys"),
+        (dict(init=GAUSS), "init holds gaussian parameters"),
+        (dict(n_states=2, init=CAT), "init has 3 states but n_states is 2"),
+        (dict(n_symbols=2), "n_symbols = 2 but X contains symbol 3"),
+        (dict(lengths=[3, 3]), "lengths sum to 6 but X has 5"),
+        (dict(init={"startprob": CAT.startprob, "transmat": CAT.transmat,
+                    "emissionprob": CAT.emissionprob[:, :3] / CAT.emissionprob[:, :3].sum(
+                        axis=1, keepdims=True)}), "symbol 3 is outside the alphabet 0..2"),
+    ],
+)
+def test_bad_fit_arguments(kwargs, match):
+    args = dict(n_states=3)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        hmm.fit([0, 1, 2, 3, 0], args.pop("n_states"), **args)
+
+
+def test_bad_gaussian_fit_arguments():
+    X = np.zeros((5, 2))
+    X[:, 0] = np.arange(5)
+    with pytest.raises(ValueError, match="covariance_type is 'full'"):
+        hmm.fit(X, 2, emission="gaussian", covariance_type="full", init=GAUSS)
+    with pytest.raises(ValueError, match="need at least n_states = 6 observations"):
+        hmm.fit(X, 6, emission="gaussian")
+    with pytest.raises(ValueError, match="Gaussian X must be 2-D"):
+        hmm.fit(np.arange(5.0), 2, emission="gaussian")
+
+
+def test_sample_rejects_bad_length():
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        hmm.sample(CAT, 0)
+
+
+def test_underflow_of_the_scaled_vectors_falls_back_to_log_space(monkeypatch):
+    """Absorbing states and ~1000 nats of contradicting evidence before and after a step."""
+    T = 400
+    ls = _log(np.array([0.5, 0.5]))
+    lA = _log(np.eye(2))  # the state never changes
+    lE = np.zeros((T, 2))
+    lE[: T // 2, 1] = -6.0  # the first half favours state 0 by 1200 nats ...
+    lE[T // 2:, 0] = -6.5  # ... the second half state 1 by 1300 nats
+    calls = []
+    original = fbm._posterior_log
+    monkeypatch.setattr(fbm, "_posterior_log", lambda *a, **k: calls.append(1) or original(*a, **k))
+    ll, gamma, xi_sum = log_space_reference(ls, lA, lE)
+    fb = hmm.forward_backward(ls, lA, lE)
+    assert calls, "the scaled recursions cannot represent this posterior"
+    assert fb.log_likelihood == pytest.approx(ll, rel=1e-12)
+    np.testing.assert_allclose(fb.gamma, gamma, atol=1e-12)
+    np.testing.assert_allclose(fb.gamma[:, 1], 1.0)
+    np.testing.assert_allclose(fb.xi_sum, xi_sum, rtol=1e-12, atol=1e-12)
+    post = hmm.chain_posterior(ls, lA, lE)
+    np.testing.assert_allclose(post.xi.sum(axis=0), xi_sum, rtol=1e-12, atol=1e-12)
