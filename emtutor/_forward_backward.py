@@ -35,12 +35,14 @@ iteration vectorised across all blocks (and all sequences):
    and a division of every row by its sum. The log of every divisor is kept, so rows never
    underflow, even with structural zeros in ``A`` (a row that becomes exactly zero stays
    zero, and its scale does not matter).
-2. *Block boundaries.* A short sequential loop over the blocks gives the normalised forward
-   vector at the end of each block, ``alpha_end = alpha_start P_c``, and, walking back, the
-   normalised backward vector at the start of each block, ``beta_start = P_c beta_end``: the
-   same transfer matrices serve both directions. Rows are re-weighted by their kept scales
-   (relative to the largest one); in the rare case where this re-weighting underflows the
-   whole result, the step is redone in log space.
+2. *Block boundaries.* The forward vector entering block ``c`` is
+   ``alpha_0 P_0 P_1 ... P_{c-1}`` and the backward vector leaving it is
+   ``P_{c+1} ... P_{C-1} 1``: running products of the transfer matrices, from the left and
+   from the right, so the same matrices serve both directions. They are formed by doubling
+   (Hillis-Steele scan): ``ceil(log2 C)`` rounds, each one batch of ``C`` small matrix
+   products, instead of a loop over the blocks. Rows stay normalised with their log scales
+   kept; when re-weighting rows by their scales underflows a whole row (possible only with
+   extreme evidence and structural zeros), that row is recomputed in log space.
 3. *Inside the blocks.* Knowing every block's entry vector, the ordinary scaled recursion
    runs for ``L`` steps on all blocks at once, forward and backward (one ``(K, K) @ (K, C)``
    product per step). The forward divisors are exactly the ``c_t`` above, because every
@@ -79,22 +81,22 @@ _IMPOSSIBLE = (
 def _plan(n_chains: int, n_steps: int, n_states: int) -> tuple[int, int]:
     """Choose the block length ``L`` and number of blocks ``C`` (``C * L >= n_steps``).
 
-    Rough cost model in microseconds: a vectorised step costs a fixed interpreter overhead
-    plus a small amount per element touched. The plain recursion takes ``2 n_steps`` steps
-    on ``N K`` numbers; the blocked one ``L`` steps on ``N C K^2`` numbers (phase 1), ``2 L``
-    steps on ``N C K`` numbers (phase 3) and ``2 C`` cheap steps (phase 2).
+    Rough cost model in microseconds: every numpy call costs a fixed interpreter overhead
+    and every element it touches a little more. The plain recursion takes ``2 n_steps``
+    steps of about 5 calls on ``N K`` numbers; the blocked one ``L`` steps of 7 calls on
+    ``N C K^2`` numbers (phase 1), ``2 L`` steps of 5 calls on ``N C K`` numbers (phase 3)
+    and ``2 ceil(log2 C)`` rounds of about 15 calls on ``N C K^2`` numbers (phase 2).
     """
-    overhead, boundary, per_element = 5.0, 4.0, 0.0025
+    call, element = 2.5, 0.0015
     N, K = n_chains, n_states
-    plain = 2 * n_steps * (overhead + N * K * per_element)
+    plain = 2 * n_steps * 5 * (call + N * K * element)
     best = (plain, n_steps, 1)
     if n_steps >= 64:
-        root = math.sqrt(n_steps)
-        for L in {max(2, int(root * f)) for f in (0.5, 0.7, 1.0, 1.4)}:
+        for L in range(8, int(math.sqrt(n_steps)) + 2, 4):
             C = -(-n_steps // L)
-            cost = (L * (overhead + N * C * K * K * (1.0 + K / 8.0) * per_element)
-                    + 2 * L * (overhead + N * C * K * per_element)
-                    + 2 * C * (boundary + N * K * K * per_element))
+            cost = (7 * L * (call + N * C * K * K * (1.0 + K / 8.0) * element)
+                    + 10 * L * (call + N * C * K * element)
+                    + 30 * math.ceil(math.log2(C)) * (call + N * C * K * K * element))
             if cost < best[0]:
                 best = (cost, L, C)
     return best[1], best[2]
@@ -172,9 +174,9 @@ def _propagate(V, F, M, *, backward: bool, out=None, norms=None, log_total=None)
 def _transfer_matrices(F, A, n_seq: int):
     """Phase 1: normalised block transfer matrices and the log scale of each of their rows.
 
-    Returns ``R`` of shape (N, C, K, K) with ``R[n, c, i]`` the row ``e_i P_c`` divided by its
+    Returns ``R`` of shape (K, K, N, C) with ``R[i, :, n, c]`` the row ``e_i P_c`` divided by its
     sum (zero if that row is zero) and ``log_scale`` of shape (N, C, K) with the log of those
-    sums (``-inf`` for a zero row).
+    sums (``-inf`` for a zero row), relative to the largest one of each block; shape (K, N, C).
     """
     L, K, NC = F.shape
     basis = np.broadcast_to(np.eye(K)[:, :, None], (K, K, NC))
@@ -186,73 +188,111 @@ def _transfer_matrices(F, A, n_seq: int):
     if np.any(dead):
         R[:, dead] = 0.0
         log_scale[dead] = -np.inf
-    R = R.reshape(K, K, n_seq, NC // n_seq).transpose(2, 3, 1, 0)  # (N, C, i, j)
-    return np.ascontiguousarray(R), log_scale.reshape(K, n_seq, NC // n_seq).transpose(1, 2, 0)
+    R = R.transpose(1, 0, 2).reshape(K, K, n_seq, NC // n_seq)  # R[i, j, n, c]
+    return np.ascontiguousarray(R), _relative(log_scale.reshape(K, n_seq, NC // n_seq))
+
+
+def _combine(R1, ls1, R2, ls2):
+    """Product of two batches of block transfers, each row-normalised with row log scales.
+
+    Arrays are state-major: ``R[i, j, ...]`` and ``ls[i, ...]`` with the batch axes last,
+    so every operation runs over long contiguous rows. ``(R1, ls1)`` stands for
+    ``diag(exp(ls1)) R1`` and ``(R2, ls2)`` for the block after it. The product
+    ``diag(exp(ls1)) R1 diag(exp(ls2 - top)) R2 * exp(top)`` (``top = max(ls2)``) is returned
+    with its rows normalised again. A row whose sum falls below ``_SMALL`` may have lost its
+    mass to the re-weighting ``exp(ls2 - top)`` underflowing; such rows (rare: structural
+    zeros and extreme evidence) are recomputed in log space.
+    """
+    top = ls2.max(axis=0)
+    top = np.where(np.isfinite(top), top, 0.0)
+    R2w = np.exp(ls2 - top)[:, None] * R2
+    M = (R1[:, :, None] * R2w[None]).sum(axis=1)  # M[i, j] = sum_k R1[i, k] R2w[k, j]
+    s = M.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ls = ls1 + top + np.log(s)
+        M /= np.where(s > 0, s, 1.0)[:, None]  # a zero row stays zero
+    risky = (s < _SMALL) & np.isfinite(ls1)
+    if np.any(risky):
+        i, *batch = np.nonzero(risky)
+        batch = tuple(batch)
+        r1 = R1[(i, slice(None), *batch)]  # (n_risky, K): the rows concerned
+        l2 = ls2[(slice(None), *batch)].T  # (n_risky, K)
+        r2 = np.moveaxis(R2[(slice(None), slice(None), *batch)], -1, 0)  # (n_risky, K, K)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lm = logsumexp(np.log(r1)[:, :, None] + l2[:, :, None] + np.log(r2), axis=1)
+            mx = lm.max(axis=1, keepdims=True)
+            rows = np.exp(lm - np.where(np.isfinite(mx), mx, 0.0))
+            tot = rows.sum(axis=1, keepdims=True)
+            ls[(i, *batch)] = (ls1[(i, *batch)][:, None] + mx + np.log(tot))[:, 0]
+            M[(i, slice(None), *batch)] = np.where(tot > 0, rows / tot, 0.0)
+    return M, _relative(ls)
+
+
+def _relative(ls):
+    """Log row scales relative to the largest row of each matrix (axis 0 indexes the rows).
+
+    Only ratios between rows matter (every vector is normalised afterwards); keeping the
+    scales near 0 instead of letting them grow like ``T`` keeps their rounding errors small.
+    """
+    top = ls.max(axis=0)
+    return ls - np.where(np.isfinite(top), top, 0.0)
+
+
+def _scan(R, ls, *, reverse: bool):
+    """Running products of the block transfers along the last axis, by doubling.
+
+    ``R`` is (K, K, N, C) and ``ls`` (K, N, C). Forward (``reverse=False``) entry ``c``
+    becomes ``P_0 P_1 ... P_c``; reverse, entry ``c`` becomes ``P_c P_{c+1} ... P_{C-1}``.
+    ``ceil(log2 C)`` rounds of vectorised products (Hillis-Steele scan) replace a loop over
+    the ``C`` blocks.
+    """
+    R, ls = R.copy(), ls.copy()
+    C = R.shape[-1]
+    d = 1
+    while d < C:
+        lo, hi = (slice(None, -d), slice(d, None))
+        new = _combine(R[..., lo], ls[..., lo], R[..., hi], ls[..., hi])
+        if reverse:  # entry c covers blocks c .. c+d-1; append the d blocks after it
+            R[..., lo], ls[..., lo] = new
+        else:  # entry c covers blocks c-d+1 .. c; prepend the d blocks before it
+            R[..., hi], ls[..., hi] = new
+        d *= 2
+    return R, ls
 
 
 def _boundaries(alpha0, R, log_scale):
     """Phase 2: forward vectors entering each block and backward vectors leaving each block.
 
-    Returns ``f_start`` and ``b_end``, both (K, N, C): the normalised ``alpha`` at the start of
-    every block and the normalised ``beta`` at its end.
+    Parameters
+    ----------
+    alpha0 : ndarray, shape (K, N)
+        Normalised forward vectors at time 0.
+    R, log_scale : ndarray, shapes (K, K, N, C) and (K, N, C)
+        Block transfers from :func:`_transfer_matrices` (``R[i, j, n, c]``).
+
+    Returns
+    -------
+    f_start, b_end : ndarray, shape (K, N, C)
+        The normalised ``alpha`` at the start of every block (``alpha0 P_0 ... P_{c-1}``)
+        and the normalised ``beta`` at its end (``P_{c+1} ... P_{C-1} 1``).
     """
-    N, C, K, _ = R.shape
-    top = log_scale.max(axis=2, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    W = np.exp(log_scale - top)  # row weights relative to the largest row of the block
-    Rw = R * W[..., None]  # Rw[n, c, i, :] = W_i * R_i
-    f_start = np.empty((C, N, K))
-    b_end = np.empty((C, N, K))
+    K, _, N, C = R.shape
+    f_start = np.empty((K, N, C))
+    b_end = np.empty((K, N, C))
+    f_start[:, :, 0] = alpha0
+    b_end[:, :, C - 1] = 1.0 / K
     with np.errstate(divide="ignore", invalid="ignore"):
-        if N == 1:  # the common case of one long sequence: plain vector-matrix products
-            Rw1, R1, ls1 = Rw[0], R[0], log_scale[0]
-            ones = np.ones(K)
-            v = alpha0[:, 0].copy()
-            f_start[0, 0] = v
-            for c in range(C - 1):
-                nxt = v @ Rw1[c]  # alpha_end = sum_i v_i W_i R_i
-                s = nxt @ ones
-                if s < _SMALL:  # the re-weighting underflowed: redo in log space
-                    lw = np.log(v) + ls1[c]
-                    nxt = np.exp(lw - lw.max()) @ R1[c]
-                    s = nxt @ ones
-                nxt /= s
-                f_start[c + 1, 0] = v = nxt
-            u = np.full(K, 1.0 / K)
-            b_end[C - 1, 0] = u
-            for c in range(C - 1, 0, -1):
-                nxt = Rw1[c] @ u  # beta_start(i) = W_i R_i . u
-                s = nxt @ ones
-                if s < _SMALL:
-                    lw = np.log(R1[c] @ u) + ls1[c]
-                    nxt = np.exp(lw - lw.max())
-                    s = nxt @ ones
-                nxt /= s
-                b_end[c - 1, 0] = u = nxt
-        else:
-            v = alpha0.T.copy()  # (N, K)
-            f_start[0] = v
-            for c in range(C - 1):
-                nxt = np.matmul(v[:, None, :], Rw[:, c])[:, 0]
-                s = nxt.sum(axis=1)
-                if s.min() < _SMALL:
-                    lw = np.log(v) + log_scale[:, c]
-                    w = np.exp(lw - lw.max(axis=1, keepdims=True))
-                    nxt = np.matmul(w[:, None, :], R[:, c])[:, 0]
-                    s = nxt.sum(axis=1)
-                f_start[c + 1] = v = nxt / s[:, None]
-            u = np.full((N, K), 1.0 / K)
-            b_end[C - 1] = u
-            for c in range(C - 1, 0, -1):
-                nxt = np.matmul(Rw[:, c], u[:, :, None])[:, :, 0]
-                s = nxt.sum(axis=1)
-                if s.min() < _SMALL:
-                    lw = np.log(np.matmul(R[:, c], u[:, :, None])[:, :, 0]) + log_scale[:, c]
-                    nxt = np.exp(lw - lw.max(axis=1, keepdims=True))
-                    s = nxt.sum(axis=1)
-                b_end[c - 1] = u = nxt / s[:, None]
-    f_start = f_start.transpose(2, 1, 0)
-    b_end = b_end.transpose(2, 1, 0)
+        Rp, lp = _scan(R[..., :-1], log_scale[..., :-1], reverse=False)
+        # sum_i alpha0_i exp(lp_i) Rp_i, weighted relative to the largest term so that the
+        # result cannot underflow (that term's row sums to 1)
+        lw = np.log(alpha0)[:, :, None] + lp
+        w = np.exp(lw - lw.max(axis=0))
+        v = (w[:, None] * Rp).sum(axis=0)
+        f_start[:, :, 1:] = v / v.sum(axis=0)
+        _, ls = _scan(R[..., 1:], log_scale[..., 1:], reverse=True)
+        # the suffix product applied to the vector of ones is exp(ls): rows of R sum to 1
+        u = np.exp(ls - ls.max(axis=0))
+        b_end[:, :, :-1] = u / u.sum(axis=0)
     return f_start, b_end
 
 
