@@ -25,16 +25,17 @@ of interpreter overhead for a few dozen flops; for ``T = 100,000`` that overhead
 time.
 
 The blocked scheme removes it. The ``T - 1`` steps are cut into ``C`` blocks of ``L`` steps
-(both near ``sqrt(T)``) and every loop below runs over at most ``max(C, L)`` positions, each
-iteration vectorised across all blocks (and all sequences):
+(``L`` a few hundred at most, ``C L >= T - 1``) and the loops below run over ``L`` positions
+or ``log2 C`` rounds, each iteration vectorised across all blocks (and all sequences):
 
 1. *Block transfer matrices* ``P_c = M_{s+1} ... M_{s+L}``. Starting from the identity, for
    ``l = 1, ..., L`` every block multiplies its running product by its ``l``-th matrix. The
    ``K`` rows of all ``C`` products are pushed through at once: one step is one product of
    ``A^T`` with a ``(K, K * C)`` array, one broadcast multiplication by the emission factors,
-   and a division of every row by its sum. The log of every divisor is kept, so rows never
-   underflow, even with structural zeros in ``A`` (a row that becomes exactly zero stays
-   zero, and its scale does not matter).
+   and a division of every row by its sum. The divisors are kept (their running product,
+   moved into a log before it can underflow), so rows never underflow, even with
+   structural zeros in ``A`` (a row that becomes exactly zero stays zero, and its scale
+   does not matter).
 2. *Block boundaries.* The forward vector entering block ``c`` is
    ``alpha_0 P_0 P_1 ... P_{c-1}`` and the backward vector leaving it is
    ``P_{c+1} ... P_{C-1} 1``: running products of the transfer matrices, from the left and
@@ -58,6 +59,17 @@ Several sequences are padded to a common length with emission factors equal to 1
 their end. Padding at the end leaves every forward variable of the real steps untouched, and
 the backward vector at a sequence's last real step becomes ``A^p 1 = 1`` (rows of ``A`` sum
 to 1), its correct value, so no masking is needed inside the recursions.
+
+Limits of probability space and the fallback
+--------------------------------------------
+Normalised forward and backward vectors can still lose an entry to underflow when one state
+is ``e^{-745}`` times less likely than another *given the past* (forward) or *given the
+future* (backward). With a transition matrix that mixes this cannot persist, but with
+structural zeros (absorbing or left-to-right chains) evidence can pile up over many steps,
+and if the past and the future contradict each other by more than about 700 nats each, the
+state that carries the posterior mass may have underflowed in both vectors. This is
+detected (``sum_k alpha_t(k) beta_t(k)`` vanishes) and the affected group of sequences is
+recomputed by :func:`_posterior_log`, a plain log-space recursion: slow, but exact.
 """
 
 from __future__ import annotations
@@ -67,7 +79,6 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-_TINY = np.finfo(float).tiny
 _SMALL = 1e-250  # below this a re-weighted sum is recomputed in log space
 _FLUSH = 1e-280  # a running product of divisors below this is moved into its log
 _G_MIN = 1e-300  # smallest acceptable sum_k alpha_t(k) beta_t(k) before falling back

@@ -543,7 +543,10 @@ def forward_backward(
     The scaled forward and backward recursions run in probability space after the largest
     log emission of each step has been subtracted (and added back to the log-likelihood),
     so the result is exact for sequences of any length, emission log-likelihoods of any
-    size and transition matrices with structural zeros.
+    size and transition matrices with structural zeros. Long sequences use a blocked
+    form of the recursions (see :mod:`emtutor._forward_backward`); in the rare case where
+    the scaled vectors cannot represent the posterior (absorbing states and contradicting
+    evidence of hundreds of nats), the computation is redone in log space.
 
     Parameters
     ----------
