@@ -500,3 +500,90 @@ def viterbi_batch(log_startprob, log_transmat, log_E, lengths=None):
         if t > 0:
             current = back[t, idx, current]
     return paths, log_prob
+
+
+def viterbi_long(log_startprob, log_transmat, log_E, block: int | None = None):
+    """Most probable path of one long sequence with the blocked scheme in max-plus algebra.
+
+    Same idea as the blocked forward pass, with ``(max, +)`` in place of ``(+, *)``:
+
+    1. the first ``r < L`` steps run plainly, so that the remaining steps fill ``C`` blocks
+       of exactly ``L`` steps;
+    2. phase 1 gives every block's transfer matrix ``D_c[i, j]``, the best log-score of a
+       path from state ``i`` at the block's start to state ``j`` at its end (``L`` steps
+       vectorised across blocks);
+    3. a loop over the blocks gives the Viterbi scores ``delta`` entering every block;
+    4. phase 3 reruns the Viterbi recursion inside all blocks at once and keeps the back
+       pointers; backtracking runs inside all blocks at once, for every possible end state,
+       and a loop over the blocks then chains the blocks' end states. Because each block's
+       start state is read off its own back pointers, the pieces always join up.
+
+    Parameters
+    ----------
+    log_startprob : ndarray, shape (K,)
+    log_transmat : ndarray, shape (K, K)
+    log_E : ndarray, shape (T, K)
+    block : int, optional
+        Block length ``L`` (default about ``0.6 sqrt(T)``).
+
+    Returns
+    -------
+    path : ndarray of int, shape (T,)
+    log_prob : float
+    """
+    T, K = log_E.shape
+    n = T - 1
+    L = block if block is not None else max(1, int(0.6 * math.sqrt(n)))
+    C = n // L
+    r = n - C * L
+    lA = log_transmat
+    # step 1: the first r steps, plainly
+    delta = log_startprob + log_E[0]
+    back_pre = np.empty((r, K), dtype=np.intp)
+    for t in range(1, r + 1):
+        cand = delta[:, None] + lA
+        back_pre[t - 1] = cand.argmax(axis=0)
+        delta = cand.max(axis=0) + log_E[t]
+    # log emissions of the blocked steps as G[l, j, c] (step r + c*L + l + 1)
+    G = np.ascontiguousarray(log_E[r + 1:].reshape(C, L, K).transpose(1, 2, 0))
+    lA4 = lA[None, :, :, None]
+    # phase 1: max-plus transfer matrices D[i, j, c]
+    D = np.full((K, K, C), -np.inf)
+    D[np.arange(K), np.arange(K)] = 0.0
+    for l in range(L):
+        D = (D[:, :, None, :] + lA4).max(axis=1) + G[l][None]
+    # phase 2: scores entering every block
+    starts = np.empty((K, C))
+    for c in range(C):
+        starts[:, c] = delta
+        delta = (delta[:, None] + D[:, :, c]).max(axis=0)
+    # phase 3: Viterbi inside all blocks, back pointers bp[l, j, c]
+    bp = np.empty((L, K, C), dtype=np.intp)
+    d = starts
+    lA3 = lA[:, :, None]
+    for l in range(L):
+        cand = d[:, None, :] + lA3  # cand[i, j, c]
+        bp[l] = cand.argmax(axis=0)
+        d = np.take_along_axis(cand, bp[l][None], axis=0)[0] + G[l]
+    end = int(np.argmax(d[:, C - 1]))
+    log_prob = float(d[end, C - 1])
+    # backtrack inside every block for every end state at once
+    states = np.empty((L, K, C), dtype=np.intp)
+    s = np.repeat(np.arange(K)[:, None], C, axis=1)  # s[e, c]: state, given block end state e
+    for l in range(L - 1, -1, -1):
+        states[l] = s
+        s = np.take_along_axis(bp[l], s, axis=0)
+    # chain the blocks: block c's start state is block c-1's end state
+    ends = np.empty(C, dtype=np.intp)
+    ends[C - 1] = end
+    first = s.tolist()
+    for c in range(C - 1, 0, -1):
+        ends[c - 1] = first[ends[c]][c]
+    path = np.empty(T, dtype=np.intp)
+    path[r + 1:] = states[:, ends, np.arange(C)].T.reshape(-1)
+    state = int(s[ends[0], 0])
+    path[r] = state
+    for t in range(r, 0, -1):
+        state = int(back_pre[t - 1][state])
+        path[t - 1] = state
+    return path, log_prob

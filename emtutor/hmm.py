@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from emtutor._forward_backward import _IMPOSSIBLE, posterior_batch, viterbi_batch
+from emtutor._forward_backward import _IMPOSSIBLE, posterior_batch, viterbi_batch, viterbi_long
 from emtutor._validation import as_float_array, check_distribution
 from emtutor.bounds import Decomposition, entropy, kl_divergence
 from emtutor.em import has_converged
@@ -606,8 +606,32 @@ class Viterbi(NamedTuple):
     log_prob: float
 
 
+def _viterbi_group(ls, lA, log_E, lengths=None):
+    """Viterbi for ``N`` padded sequences (N, T, K): each time step vectorised across the
+    sequences, or, for a few long sequences, the blocked max-plus scheme one at a time."""
+    N, T, K = log_E.shape
+    if T > 256 and K <= 16 and N * 5 < np.sqrt(T):
+        paths = np.zeros((N, T), dtype=np.intp)
+        log_prob = np.empty(N)
+        for n in range(N):  # a loop over a few sequences, each one vectorised inside
+            Tn = T if lengths is None else int(lengths[n])
+            if Tn > 256:
+                paths[n, :Tn], log_prob[n] = viterbi_long(ls, lA, log_E[n, :Tn])
+            else:
+                p, lp = viterbi_batch(ls, lA, log_E[n:n + 1, :Tn])
+                paths[n, :Tn], log_prob[n] = p[0], lp[0]
+    else:
+        paths, log_prob = viterbi_batch(ls, lA, log_E, lengths)
+    if not np.all(np.isfinite(log_prob)):
+        raise ValueError(_IMPOSSIBLE)
+    return paths, log_prob
+
+
 def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
     """Most probable hidden path of one sequence (Viterbi algorithm in log space).
+
+    Long sequences use the blocked scheme of :mod:`emtutor._forward_backward` in max-plus
+    algebra (``viterbi_long``), which removes the per-step interpreter overhead.
 
     Parameters
     ----------
@@ -633,9 +657,7 @@ def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
     [0 0 0] -2.821191
     """
     _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
-    paths, log_prob = viterbi_batch(ls, lA, lE[None])
-    if not np.isfinite(log_prob[0]):
-        raise ValueError(_IMPOSSIBLE)
+    paths, log_prob = _viterbi_group(ls, lA, lE[None])
     return Viterbi(paths[0], float(log_prob[0]))
 
 
@@ -1039,16 +1061,12 @@ def predict(X, params: Params, lengths=None) -> np.ndarray:
     K = params.n_states
     if layout.uniform:
         N, T = layout.lengths.size, int(layout.lengths[0])
-        paths, lp = viterbi_batch(ls, lA, logE.reshape(N, T, K))
-        if not np.all(np.isfinite(lp)):
-            raise ValueError(_IMPOSSIBLE)
+        paths, _ = _viterbi_group(ls, lA, logE.reshape(N, T, K))
         return paths.reshape(-1)
     out = np.empty(layout.n_obs, dtype=np.intp)
     ext = np.concatenate([logE, np.zeros((1, K))])
     for glen, idx, valid in layout.groups:
-        paths, lp = viterbi_batch(ls, lA, ext[idx], glen)
-        if not np.all(np.isfinite(lp)):
-            raise ValueError(_IMPOSSIBLE)
+        paths, _ = _viterbi_group(ls, lA, ext[idx], glen)
         out[idx[valid]] = paths[valid]
     return out
 

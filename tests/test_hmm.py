@@ -575,3 +575,26 @@ def test_underflow_of_the_scaled_vectors_falls_back_to_log_space(monkeypatch):
     np.testing.assert_allclose(fb.xi_sum, xi_sum, rtol=1e-12, atol=1e-12)
     post = hmm.chain_posterior(ls, lA, lE)
     np.testing.assert_allclose(post.xi.sum(axis=0), xi_sum, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("T", "K", "block"), [(3000, 3, None), (2001, 2, 7), (1500, 4, 64)])
+def test_blocked_viterbi_matches_the_plain_recursion(T, K, block):
+    rng = np.random.default_rng(T)
+    ls, lA, lE = random_model(rng, K, T, zeros=True)
+    path, log_prob = fbm.viterbi_long(ls, lA, lE, block=block)
+    plain, plain_lp = fbm.viterbi_batch(ls, lA, lE[None])
+    np.testing.assert_array_equal(path, plain[0])
+    assert log_prob == pytest.approx(plain_lp[0], rel=1e-12)
+    v = hmm.viterbi(ls, lA, lE)
+    np.testing.assert_array_equal(v.path, plain[0])
+
+
+
+def test_predict_long_and_short_sequences_matches_viterbi_per_sequence():
+    X, _ = hmm.sample(GAUSS, 3000, random_state=22)
+    lengths = [2300, 700]
+    path = hmm.predict(X, GAUSS, lengths)
+    lE = hmm.log_emission(X, GAUSS)
+    for a, b in [(0, 2300), (2300, 3000)]:
+        plain, _ = fbm.viterbi_batch(GAUSS.log_startprob, GAUSS.log_transmat, lE[None, a:b])
+        np.testing.assert_array_equal(path[a:b], plain[0])
