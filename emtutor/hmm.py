@@ -58,6 +58,7 @@ __all__ = [
     "forward_backward",
     "kl_to_posterior",
     "log_emission",
+    "m_step",
     "posterior_entropy",
     "predict",
     "predict_proba",
@@ -1212,6 +1213,69 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
                 cov[k] = 0.5 * (cov[k] + cov[k].T)
         cov[keep] = old.covariances[keep]
     return Params(startprob, transmat, means=means, covariances=cov)
+
+
+def m_step(X, gamma, xi_sum, params: Params, lengths=None, *,
+           min_covar: float = 1e-6) -> Params:
+    """M-step of Baum-Welch: the parameters maximising ``Q(theta, theta_old)``.
+
+    With the posterior marginals of the E-step at ``theta_old``,
+
+    * ``startprob`` is the average of ``gamma`` at the first step of every sequence;
+    * ``transmat`` is ``xi_sum`` with each row divided by its sum;
+    * ``emissionprob[k, m]`` is the posterior-weighted count of symbol ``m`` in state ``k``
+      divided by the expected time spent in ``k`` (categorical), or ``means`` and
+      ``covariances`` are the posterior-weighted mean and covariance of the data (Gaussian;
+      variances, or eigenvalues of full covariances, floored at ``min_covar``).
+
+    A state with no expected visits (or never left) keeps its old emission parameters (or
+    transition row).
+
+    Parameters
+    ----------
+    X : array_like
+        The data (see :func:`log_emission`).
+    gamma : array_like, shape (T, K)
+        Posterior marginals from :func:`forward_backward` at ``params``.
+    xi_sum : array_like, shape (K, K)
+        Expected transition counts from :func:`forward_backward`.
+    params : Params
+        ``theta_old``: fixes the emission model and fills in states without data.
+    lengths : array_like of int, optional
+        Sequence lengths, as given to :func:`forward_backward`.
+    min_covar : float
+        Variance floor for Gaussian emissions.
+
+    Returns
+    -------
+    Params
+
+    Examples
+    --------
+    >>> p = Params(startprob=[0.5, 0.5], transmat=[[0.9, 0.1], [0.2, 0.8]],
+    ...            emissionprob=[[0.7, 0.3], [0.1, 0.9]])
+    >>> X = [0, 0, 1, 1, 1, 0]
+    >>> fb = forward_backward(p.log_startprob, p.log_transmat, log_emission(X, p))
+    >>> new = m_step(X, fb.gamma, fb.xi_sum, p)
+    >>> print(new.transmat.round(4))
+    [[0.8121 0.1879]
+     [0.2873 0.7127]]
+    >>> print(score(X, new) >= score(X, p))
+    True
+    """
+    params = _check_params(params)
+    X = _check_data(X, params)
+    layout = _Layout(_check_lengths(lengths, X.shape[0]))
+    K = params.n_states
+    g = check_distribution(as_float_array(gamma, "gamma", ndim=2), "gamma")
+    if g.shape != (X.shape[0], K):
+        raise ValueError(f"gamma must have shape ({X.shape[0]}, {K}), got {g.shape}")
+    xs = as_float_array(xi_sum, "xi_sum", ndim=2)
+    if xs.shape != (K, K) or np.any(xs < 0):
+        raise ValueError(f"xi_sum must be a non-negative ({K}, {K}) array, got shape {xs.shape}")
+    if not (isinstance(min_covar, numbers.Real) and np.isfinite(min_covar) and min_covar >= 0):
+        raise ValueError(f"min_covar must be a non-negative number, got {min_covar!r}")
+    return _m_step(X, np.ascontiguousarray(g.T), xs, layout, params, float(min_covar))
 
 
 _INIT_KEYS = {

@@ -598,3 +598,34 @@ def test_predict_long_and_short_sequences_matches_viterbi_per_sequence():
     for a, b in [(0, 2300), (2300, 3000)]:
         plain, _ = fbm.viterbi_batch(GAUSS.log_startprob, GAUSS.log_transmat, lE[None, a:b])
         np.testing.assert_array_equal(path[a:b], plain[0])
+
+
+def test_m_step_is_one_fit_iteration_and_the_closed_form():
+    X, _ = hmm.sample(CAT, 400, random_state=23)
+    lengths = [100, 300]
+    fb = hmm.forward_backward(CAT.log_startprob, CAT.log_transmat, hmm.log_emission(X, CAT),
+                              lengths=lengths)
+    new = hmm.m_step(X, fb.gamma, fb.xi_sum, CAT, lengths)
+    np.testing.assert_allclose(new.transmat, fb.xi_sum / fb.xi_sum.sum(axis=1, keepdims=True),
+                               rtol=1e-13)
+    start = fb.gamma[[0, 100]].sum(axis=0)
+    np.testing.assert_allclose(new.startprob, start / 2, rtol=1e-13)
+    counts = np.stack([fb.gamma[X == m].sum(axis=0) for m in range(4)], axis=1)
+    np.testing.assert_allclose(new.emissionprob, counts / fb.gamma.sum(axis=0)[:, None],
+                               rtol=1e-12)
+    once = hmm.fit(X, 3, lengths=lengths, init=CAT, max_iter=1).params
+    np.testing.assert_allclose(once.emissionprob, new.emissionprob, rtol=1e-13)
+    Xg, _ = hmm.sample(GAUSS, 300, random_state=24)
+    fb = hmm.forward_backward(GAUSS.log_startprob, GAUSS.log_transmat,
+                              hmm.log_emission(Xg, GAUSS))
+    new = hmm.m_step(Xg, fb.gamma, fb.xi_sum, GAUSS)
+    w = fb.gamma / fb.gamma.sum(axis=0)
+    means = w.T @ Xg
+    np.testing.assert_allclose(new.means, means, rtol=1e-12)
+    for k in range(2):
+        np.testing.assert_allclose(new.covariances[k], w[:, k] @ (Xg - means[k]) ** 2,
+                                   rtol=1e-11)
+    with pytest.raises(ValueError, match=r"gamma must have shape \(300, 2\)"):
+        hmm.m_step(Xg, fb.gamma[:-1], fb.xi_sum, GAUSS)
+    with pytest.raises(ValueError, match="xi_sum must be a non-negative"):
+        hmm.m_step(Xg, fb.gamma, -fb.xi_sum, GAUSS)
