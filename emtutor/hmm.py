@@ -14,7 +14,7 @@ rows sum to 1) and an emission distribution per state, either
 * :func:`log_emission` gives the ``(T, K)`` array ``ln p(x_t | z_t = k)``;
 * :func:`forward_backward` is the E-step: posterior marginals ``gamma``, expected transition
   counts ``xi_sum`` and ``ln p(V | theta)``, exact for sequences of any length (scaled
-  recursions; see :mod:`emtutor._forward_backward` for the blocked scheme that makes them fast);
+  recursions; see ``emtutor._forward_backward`` for the blocked scheme that makes them fast);
 * :func:`viterbi` gives the most probable path;
 * :func:`chain_posterior`, :func:`posterior_entropy`, :func:`expected_complete_loglik`,
   :func:`elbo`, :func:`kl_to_posterior` and :func:`decompose` write the course's identities
@@ -32,6 +32,7 @@ concatenated in ``X`` with their ``lengths``.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -42,7 +43,7 @@ from scipy.linalg import solve_triangular
 from emtutor._forward_backward import _IMPOSSIBLE, posterior_batch, viterbi_batch, viterbi_long
 from emtutor._validation import as_float_array, check_distribution
 from emtutor.bounds import Decomposition, entropy, kl_divergence
-from emtutor.em import has_converged
+from emtutor.em import EmptyComponentWarning, has_converged
 
 __all__ = [
     "ChainPosterior",
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
+_EMPTY = 10 * np.finfo(float).eps  # expected visits at or below this: the data say nothing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +428,7 @@ class _Layout:
     """How the sequences inside a concatenated ``X`` are batched for the recursions.
 
     Sequences of similar length form a group padded to the group's longest sequence
-    (padding rows use emission factor 1, see :mod:`emtutor._forward_backward`), so each time
+    (padding rows use emission factor 1, see ``emtutor._forward_backward``), so each time
     step is one vectorised operation across the group. Equal lengths need no copy at all.
     """
 
@@ -545,7 +547,7 @@ def forward_backward(
     log emission of each step has been subtracted (and added back to the log-likelihood),
     so the result is exact for sequences of any length, emission log-likelihoods of any
     size and transition matrices with structural zeros. Long sequences use a blocked
-    form of the recursions (see :mod:`emtutor._forward_backward`); in the rare case where
+    form of the recursions (see ``emtutor._forward_backward``); in the rare case where
     the scaled vectors cannot represent the posterior (absorbing states and contradicting
     evidence of hundreds of nats), the computation is redone in log space.
 
@@ -631,7 +633,7 @@ def _viterbi_group(ls, lA, log_E, lengths=None):
 def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
     """Most probable hidden path of one sequence (Viterbi algorithm in log space).
 
-    Long sequences use the blocked scheme of :mod:`emtutor._forward_backward` in max-plus
+    Long sequences use the blocked scheme of ``emtutor._forward_backward`` in max-plus
     algebra (``viterbi_long``), which removes the per-step interpreter overhead.
 
     Parameters
@@ -1170,24 +1172,33 @@ class FitResult:
 
 def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
             XT: np.ndarray | None = None) -> Params:
-    """Closed-form maximiser of ``Q(theta, theta_old)``; ``gamma`` is state-major (K, T)."""
+    """Closed-form maximiser of ``Q(theta, theta_old)``; ``gamma`` is state-major (K, T).
+
+    A state whose expected number of visits is at most ``10 eps`` keeps its old emission
+    parameters (the data say nothing about them) with an :class:`EmptyComponentWarning`;
+    a state never left (e.g. visited only at the last step) keeps its old transition row.
+    """
     K = old.n_states
     first = gamma[:, layout.starts].sum(axis=1)
     startprob = first / first.sum()
     row = xi_sum.sum(axis=1)
-    keep = row <= 0  # a state never left (e.g. only ever the last one): keep its old row
+    keep = row <= _EMPTY
     transmat = np.where(keep[:, None], old.transmat, xi_sum / np.where(keep, 1.0, row)[:, None])
+    nk = gamma.sum(axis=1)
+    keep = nk <= _EMPTY
+    if np.any(keep):
+        warnings.warn(
+            f"state(s) {np.flatnonzero(keep).tolist()} received a total posterior probability "
+            "<= 10 eps in the M-step; they keep their previous emission parameters",
+            EmptyComponentWarning,
+            stacklevel=3,
+        )
+    safe = np.where(keep, 1.0, nk)
     if old.emission == "categorical":
         M = old.emissionprob.shape[1]
         counts = np.stack([np.bincount(X, weights=gamma[k], minlength=M) for k in range(K)])
-        tot = counts.sum(axis=1)
-        keep = tot <= 0
-        B = np.where(keep[:, None], old.emissionprob,
-                     counts / np.where(keep, 1.0, tot)[:, None])
+        B = np.where(keep[:, None], old.emissionprob, counts / safe[:, None])
         return Params(startprob, transmat, emissionprob=B)
-    nk = gamma.sum(axis=1)
-    keep = nk <= 0
-    safe = np.where(keep, 1.0, nk)
     means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
     if XT is None:
         XT = np.ascontiguousarray(X.T)
@@ -1228,8 +1239,9 @@ def m_step(X, gamma, xi_sum, params: Params, lengths=None, *,
       ``covariances`` are the posterior-weighted mean and covariance of the data (Gaussian;
       variances, or eigenvalues of full covariances, floored at ``min_covar``).
 
-    A state with no expected visits (or never left) keeps its old emission parameters (or
-    transition row).
+    A state with no expected visits (at most ``10 eps``) keeps its old emission parameters,
+    with an :class:`emtutor.em.EmptyComponentWarning`; a state never left keeps its old
+    transition row.
 
     Parameters
     ----------

@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 
 from emtutor import _forward_backward as fbm
 from emtutor import hmm
-from emtutor.em import LikelihoodDecreaseWarning
+from emtutor.em import EmptyComponentWarning, LikelihoodDecreaseWarning
 from emtutor.hmm import Params
 from emtutor.testing import assert_monotone
 
@@ -629,3 +629,13 @@ def test_m_step_is_one_fit_iteration_and_the_closed_form():
         hmm.m_step(Xg, fb.gamma[:-1], fb.xi_sum, GAUSS)
     with pytest.raises(ValueError, match="xi_sum must be a non-negative"):
         hmm.m_step(Xg, fb.gamma, -fb.xi_sum, GAUSS)
+
+
+def test_a_state_never_visited_keeps_its_parameters_with_a_warning():
+    p = Params([1.0, 0.0], [[1.0, 0.0], [0.5, 0.5]], emissionprob=[[0.5, 0.5], [0.9, 0.1]])
+    X = np.array([0, 1, 1, 0, 1])
+    with pytest.warns(EmptyComponentWarning, match=r"state\(s\) \[1\] received"):
+        res = hmm.fit(X, 2, init=p, max_iter=3)
+    np.testing.assert_array_equal(res.params.emissionprob[1], [0.9, 0.1])
+    np.testing.assert_array_equal(res.params.transmat[1], [0.5, 0.5])
+    np.testing.assert_allclose(res.params.emissionprob[0], [0.4, 0.6])
