@@ -307,7 +307,23 @@ def _boundaries(alpha0, R, log_scale):
     return f_start, b_end
 
 
-def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=False):
+def _buffer(ws, name: str, shape: tuple) -> np.ndarray:
+    """An uninitialised array of ``shape``, reused from the workspace dict ``ws`` if possible.
+
+    Allocating tens of megabytes afresh in every E-step costs page faults (the memory goes
+    back to the system between iterations); :func:`emtutor.hmm.fit` keeps one workspace for
+    the whole run instead.
+    """
+    if ws is None:
+        return np.empty(shape)
+    a = ws.get(name)
+    if a is None or a.shape != shape:
+        a = ws[name] = np.empty(shape)
+    return a
+
+
+def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=False,
+                    ws=None):
     """Forward-backward for ``N`` sequences padded to a common length ``T``.
 
     If the scaled recursions cannot represent the answer (a forward or backward vector whose
@@ -328,6 +344,9 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
         Returns the (K, N, T) log emissions (0 after a sequence's end), for the fallback.
     pairwise : bool
         Return the two-slice marginals of every step instead of their sum.
+    ws : dict, optional
+        Workspace whose arrays are reused between calls (the returned ``gamma`` is one of
+        them, so it is overwritten by the next call with the same workspace).
 
     Returns
     -------
@@ -342,8 +361,8 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
     K, N, T = E.shape
     A = transmat
     n_steps = T - 1
-    alpha = np.empty((K, N, T))
-    beta = np.empty((K, N, T))
+    alpha = _buffer(ws, "alpha", (K, N, T))
+    beta = _buffer(ws, "beta", (K, N, T))
     a0 = startprob[:, None] * E[:, :, 0]
     c0 = a0.sum(axis=0)
     if np.any(c0 <= 0):
@@ -357,12 +376,14 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
         # Emission factors of steps 1..T-1 as F[l, k, n*C + c] (step c*L + l + 1 of
         # sequence n), padded with ones up to C*L steps.
         if C == 1:
-            F = np.ascontiguousarray(np.moveaxis(E[:, :, 1:], 2, 0))
+            F = _buffer(ws, "F", (L, K, N))
+            F[...] = np.moveaxis(E[:, :, 1:], 2, 0)
         else:
-            Ep = np.ones((K, N, padded))
+            Ep = _buffer(ws, "Ep", (K, N, padded))
             Ep[:, :, :n_steps] = E[:, :, 1:]
-            F = np.ascontiguousarray(Ep.reshape(K, N, C, L).transpose(3, 0, 1, 2))
-            del Ep
+            Ep[:, :, n_steps:] = 1.0
+            F = _buffer(ws, "F", (L, K, N, C))
+            F[...] = Ep.reshape(K, N, C, L).transpose(3, 0, 1, 2)
         F = F.reshape(L, K, N * C)
         if C == 1:
             f_start = alpha[:, :, :1]
@@ -371,8 +392,8 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
             R, log_scale = _transfer_matrices(F, A, N)
             f_start, b_end = _boundaries(alpha[:, :, 0], R, log_scale)
             del R
-        out = np.empty((L, K, N * C))
-        norms = np.empty((L, 1, N * C))
+        out = _buffer(ws, "out", (L, K, N * C))
+        norms = _buffer(ws, "norms", (L, 1, N * C))
         log_tot = np.zeros(N * C)
         _propagate(f_start.reshape(K, 1, N * C), F, A.T, backward=False, out=out, norms=norms,
                    log_total=log_tot)
@@ -395,7 +416,7 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
             rows = np.nonzero(pad)[0]
             with np.errstate(divide="ignore"):
                 log_c = log_c - np.bincount(rows, weights=np.log(c_all[pad]), minlength=N)
-    gamma = alpha * beta
+    gamma = np.multiply(alpha, beta, out=_buffer(ws, "gamma", (K, N, T)))
     g = np.ones(K) @ gamma.reshape(K, N * T)
     g = g.reshape(N, T)
     real = None if lengths is None else np.arange(T)[None, :] < lengths[:, None]
@@ -405,7 +426,8 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
     if not np.all(ok) or not np.all(np.isfinite(log_c)):
         return _fallback(startprob, A, log_E, lengths, pairwise)
     gamma /= g
-    U = np.zeros((K, N, T))
+    U = _buffer(ws, "U", (K, N, T))
+    U[:, :, T - 1] = 0.0
     if n_steps:
         np.multiply(E[:, :, 1:], beta[:, :, 1:], out=U[:, :, :-1])
         scale = c * g[:, 1:]

@@ -40,7 +40,13 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from emtutor._forward_backward import _IMPOSSIBLE, posterior_batch, viterbi_batch, viterbi_long
+from emtutor._forward_backward import (
+    _IMPOSSIBLE,
+    _buffer,
+    posterior_batch,
+    viterbi_batch,
+    viterbi_long,
+)
 from emtutor._validation import as_float_array, check_distribution
 from emtutor.bounds import Decomposition, entropy, kl_divergence
 from emtutor.em import EmptyComponentWarning, has_converged
@@ -321,14 +327,15 @@ def _check_params(params) -> Params:
 # ---------------------------------------------------------------------------------------------
 
 
-def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray) -> np.ndarray:
+def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray,
+                           ws: dict | None = None) -> np.ndarray:
     """``ln N(x_t | means[k], Sigma_k)`` as a state-major (K, T) array from ``XT = X.T``.
 
     One vectorised pass over the data per state (a loop over states, not data points).
     """
     D, T = XT.shape
     K = means.shape[0]
-    out = np.empty((K, T))
+    out = _buffer(ws, "log_emission", (K, T))
     if cov.ndim == 2:
         const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
         for k in range(K):
@@ -349,7 +356,8 @@ def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray) -
     return out
 
 
-def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = None):
+def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = None,
+                      ws: dict | None = None):
     """State-major emission factors ``E`` (K, T), largest entry of each step 1, the total
     of the log shifts ``sum_t ln max_k p(x_t | z_t = k)`` and a function returning the (K, T)
     log emissions (needed only by the log-space fallback). ``XT``: ``X.T`` as a contiguous
@@ -362,16 +370,16 @@ def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = Non
             m = int(np.argmax(seen & (col_max == 0)))
             raise ValueError(f"symbol {m} occurs in X but has probability 0 in every state")
         safe = np.where(col_max > 0, col_max, 1.0)
-        E = (B / safe)[:, X]
+        E = np.take(B / safe, X, axis=1, out=_buffer(ws, "E", (B.shape[0], X.size)))
         shift = float(np.log(safe)[X].sum())
         return E, shift, lambda: _log(B)[:, X]
     if XT is None:
         XT = np.ascontiguousarray(X.T)
-    logE = _gaussian_log_emission(XT, params.means, params.covariances)
-    return (*_factors_from_log(logE), lambda: logE)
+    logE = _gaussian_log_emission(XT, params.means, params.covariances, ws)
+    return (*_factors_from_log(logE, ws), lambda: logE)
 
 
-def _factors_from_log(logE: np.ndarray):
+def _factors_from_log(logE: np.ndarray, ws: dict | None = None):
     """Emission factors and total shift from a state-major (K, T) log emission array."""
     m = logE.max(axis=0)
     if np.any(np.isneginf(m)):
@@ -379,7 +387,7 @@ def _factors_from_log(logE: np.ndarray):
         raise ValueError(
             f"log_emission row {t} is -inf for every state: observation {t} is impossible"
         )
-    E = logE - m
+    E = np.subtract(logE, m, out=_buffer(ws, "E", logE.shape))
     np.exp(E, out=E)
     return E, float(m.sum())
 
@@ -470,16 +478,19 @@ class _Layout:
             yield ext[:, idx], glen, idx, valid
 
 
-def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, log_source=None):
+def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, log_source=None,
+           ws: dict | None = None):
     """State-major posteriors (K, n_obs), expected transition counts and ``ln p(V)``.
 
     ``log_source()`` returns the (K, n_obs) log emissions, for the rare log-space fallback.
+    ``ws`` is a workspace dict whose arrays are reused from one call to the next (the
+    returned posteriors live in it).
     """
     K = startprob.size
-    gamma = None if layout.uniform else np.empty((K, layout.n_obs))
+    gamma = None if layout.uniform else _buffer(ws, "gamma", (K, layout.n_obs))
     xi_sum = np.zeros((K, K))
     log_c = 0.0
-    for Eg, glen, idx, valid in layout.batches(E):
+    for group, (Eg, glen, idx, valid) in enumerate(layout.batches(E)):
         log_E = None
         if log_source is not None:
             def log_E(Eg=Eg, idx=idx):
@@ -487,7 +498,8 @@ def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, lo
                 if idx is None:
                     return full.reshape(Eg.shape)
                 return np.concatenate([full, np.zeros((K, 1))], axis=1)[:, idx]
-        g, xi, lc = posterior_batch(startprob, transmat, Eg, glen, log_E)
+        group_ws = None if ws is None else ws.setdefault(group, {})
+        g, xi, lc = posterior_batch(startprob, transmat, Eg, glen, log_E, ws=group_ws)
         xi_sum += xi
         log_c += float(lc.sum())
         if layout.uniform:
@@ -1463,10 +1475,11 @@ def fit(
     _check_data(X, params)
 
     XT = None if emission == "categorical" else np.ascontiguousarray(X.T)
+    ws: dict = {}  # work arrays reused by every E-step of the run
 
     def e_step(p: Params):
-        E, shift, log_source = _emission_factors(X, p, XT)
-        return _estep(E, shift, p.startprob, p.transmat, layout, log_source)
+        E, shift, log_source = _emission_factors(X, p, XT, ws)
+        return _estep(E, shift, p.startprob, p.transmat, layout, log_source, ws)
 
     gamma, xi_sum, ll = e_step(params)
     trace = [ll]
