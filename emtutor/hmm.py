@@ -15,6 +15,7 @@ rows sum to 1) and an emission distribution per state, either
 * :func:`forward_backward` is the E-step: posterior marginals ``gamma``, expected transition
   counts ``xi_sum`` and ``ln p(V | theta)``, exact for sequences of any length (scaled
   recursions; see ``emtutor._forward_backward`` for the blocked scheme that makes them fast);
+* :func:`m_step` is the closed-form M-step from those expected counts;
 * :func:`viterbi` gives the most probable path;
 * :func:`chain_posterior`, :func:`posterior_entropy`, :func:`expected_complete_loglik`,
   :func:`elbo`, :func:`kl_to_posterior` and :func:`decompose` write the course's identities
