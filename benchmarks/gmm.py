@@ -3,10 +3,10 @@
 Both libraries start from the same parameters (weights, means and covariances of a
 "random from data" start), run exactly ``N_ITER`` EM iterations with the same ``reg_covar``,
 and must end at the same log-likelihood (relative 1e-8) before any time is printed. Each fit
-is timed whole (input checks, set-up, iterations, final E-step), best of ``REPEATS`` runs
-with ``time.perf_counter``. scikit-learn's fit also runs one M-step on a one-hot
-initialisation whose result the given parameters then replace; that is its cost of taking
-initial parameters, so it is counted.
+is timed whole (input checks, set-up, iterations, final E-step) with ``time.perf_counter``,
+best of ``REPEATS`` runs taken in turns with scikit-learn's. scikit-learn's fit also runs
+one M-step on a one-hot initialisation whose result the given parameters then replace;
+that is its cost of taking initial parameters, so it is counted.
 
 Run from the repository root: ``.venv/bin/python benchmarks/gmm.py``.
 """
@@ -14,17 +14,16 @@ Run from the repository root: ``.venv/bin/python benchmarks/gmm.py``.
 from __future__ import annotations
 
 import os
-import time
 import warnings
 
 import numpy as np
+from _timing import REPEATS, best_times
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from emtutor import gmm
 
 N_ITER = 20
-REPEATS = 3
 REG_COVAR = 1e-6
 SIZES = [(200_000, 2, 3), (20_000, 10, 8)]
 
@@ -45,15 +44,6 @@ def make_problem(n: int, d: int, k: int, seed: int):
         np.repeat(np.cov(X.T)[None], k, axis=0),
     )
     return X, start
-
-
-def best_time(f, repeats: int = REPEATS):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def fit_emtutor(X, start):
@@ -89,8 +79,10 @@ def main() -> None:
     )
     for n, d, k in SIZES:
         X, start = make_problem(n, d, k, seed=n + d + k)
-        t_ours, res = best_time(lambda X=X, start=start: fit_emtutor(X, start))
-        t_sk, model = best_time(lambda X=X, start=start: fit_sklearn(X, start))
+        (t_ours, res), (t_sk, model) = best_times(
+            lambda X=X, start=start: fit_emtutor(X, start),
+            lambda X=X, start=start: fit_sklearn(X, start),
+        )
         ll_sk = model.score(X) * n
         ll_ours = res.log_likelihood[-1]
         assert res.n_iter == N_ITER and model.n_iter_ == N_ITER, (res.n_iter, model.n_iter_)

@@ -21,7 +21,8 @@ and the script checks that the floor never binds, so both run the same M-step.
 
 Each fit is timed whole with ``time.perf_counter`` (input checks, set-up, iterations; for
 emtutor also the E-step at the final parameters, which it reports and hmmlearn does not),
-best of ``REPEATS``; the time per iteration is that time divided by ``N_ITER``.
+best of ``REPEATS`` runs taken in turns with the peers; the time per iteration is that
+time divided by ``N_ITER``.
 
 A note on the categorical case: hmmlearn's default (log) implementation normalises the
 posteriors of every sequence with ``scipy.special.logsumexp``, whose per-call overhead in
@@ -34,28 +35,18 @@ Run from the repository root: ``.venv/bin/python benchmarks/hmm.py``.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
+from _timing import best_times
 from hmmlearn import hmm as hl
 
 from emtutor import hmm
 
 N_ITER = 10
-REPEATS = 3
 MIN_COVAR = 1e-6
 RTOL = 1e-8
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)  # its per-run convergence chatter
-
-
-def best_time(f, repeats: int = REPEATS):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def gaussian_problem(T: int = 100_000, K: int = 3, D: int = 2, seed: int = 0):
@@ -150,17 +141,15 @@ def report(title: str, per_ours: float, peers: list[tuple[str, float]]) -> None:
 def bench_gaussian() -> None:
     X, start = gaussian_problem()
     T, D = X.shape
-    t_ours, res = best_time(lambda: fit_emtutor(X, start))
+    runs = [lambda: fit_emtutor(X, start)]
+    labels = ["hmmlearn (default, log)", "hmmlearn (scaling)"]
+    for impl in ("log", "scaling"):
+        runs.append(lambda impl=impl: hmmlearn_gaussian(start, impl).fit(X))
+    (t_ours, res), *timed = best_times(*runs)
     if res.params.covariances.min() <= MIN_COVAR:
         raise AssertionError("the variance floor was reached; the M-steps would differ")
     peers = []
-    for impl in ("log", "scaling"):
-        label = "hmmlearn (default, log)" if impl == "log" else "hmmlearn (scaling)"
-
-        def run(impl=impl):
-            return hmmlearn_gaussian(start, impl).fit(X)
-
-        t_peer, model = best_time(run)
+    for label, (t_peer, model) in zip(labels, timed, strict=True):
         check_same(res, model, X, None, label)  # before anything is printed
         peers.append((label, t_peer / N_ITER))
     report(f"Gaussian (diag) HMM, one sequence, T = {T:,}, K = {start.n_states}, D = {D}, "
@@ -169,16 +158,14 @@ def bench_gaussian() -> None:
 
 def bench_categorical() -> None:
     X, lengths, start = categorical_problem()
-    t_ours, res = best_time(lambda: fit_emtutor(X, start, lengths))
     Xp = X[:, None]
-    peers = []
+    runs = [lambda: fit_emtutor(X, start, lengths)]
+    labels = ["hmmlearn (default, log)", "hmmlearn (scaling)"]
     for impl in ("log", "scaling"):
-        label = "hmmlearn (default, log)" if impl == "log" else "hmmlearn (scaling)"
-
-        def run(impl=impl):
-            return hmmlearn_categorical(start, impl).fit(Xp, lengths)
-
-        t_peer, model = best_time(run)
+        runs.append(lambda impl=impl: hmmlearn_categorical(start, impl).fit(Xp, lengths))
+    (t_ours, res), *timed = best_times(*runs)
+    peers = []
+    for label, (t_peer, model) in zip(labels, timed, strict=True):
         check_same(res, model, Xp, lengths, label)  # before anything is printed
         peers.append((label, t_peer / N_ITER))
     report(f"Categorical HMM, {lengths.size:,} sequences of length {lengths[0]}, "

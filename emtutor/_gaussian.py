@@ -14,9 +14,7 @@ The exponential-family view
 
 With the feature matrix computed once, the E-step is one matrix product ``eta^T T`` followed
 by a softmax over the components, and the M-step needs only ``R T^T``, the expected
-sufficient statistics. Both products use :func:`numpy.einsum`, which runs in one thread:
-with a handful of components a threaded BLAS call gains little, and on a shared machine its
-idle threads slow down the steps around it.
+sufficient statistics. Both are single BLAS products over the whole data set.
 
 Only the upper triangle of ``x x^T`` is kept (``x_i x_j``, ``i <= j``, in
 :func:`numpy.triu_indices` order); an off-diagonal feature therefore carries the coefficient
@@ -43,7 +41,6 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.special import softmax
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -197,7 +194,7 @@ def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covari
         unsafe = np.flatnonzero(weights > 0)
     else:
         eta = natural_parameters(weights, means, covariances)
-        lj = np.einsum("fk,fn->kn", eta, T)
+        lj = eta.T @ T
         with np.errstate(invalid="ignore"):  # inf * 0 for a component of weight 0
             error = _EPS * math.sqrt(len(t_max)) * (np.abs(eta).T @ t_max)
         unsafe = np.flatnonzero(~(error <= ROUNDING_BUDGET) & (weights > 0))
@@ -210,15 +207,46 @@ def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covari
     return lj
 
 
-def posterior(lj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities (K, N) and per-point log-likelihoods (N,) from a (K, N) log joint.
+#: The softmax of :func:`posterior` maps the largest log joint of each point to this value
+#: rather than to 0: the C library's ``exp`` is markedly slower on arguments that are exactly 0.
+_SHIFT = -0.5
 
-    Bayes' rule ``ln p(x_n) = ln p(x_n, z_n = k) - ln p(z_n = k | x_n)`` holds for every ``k``;
-    it is applied at the most probable component, whose posterior is at least ``1/K``, so the
-    logarithm is well conditioned and no second pass over the data (a logsumexp) is needed.
+
+def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
+    """Responsibilities (K, N) and the total log-likelihood from a (K, N) log joint.
+
+    The softmax over the components is computed in place, in ``lj``, which is overwritten:
+    with ``m_n = max_k lj_kn + _SHIFT``, ``e_kn = exp(lj_kn - m_n)`` and ``s_n = sum_k e_kn``,
+    the responsibilities are ``r_kn = e_kn / s_n`` and ``ln p(X) = sum_n (m_n + ln s_n)``.
+    This is :func:`scipy.special.softmax` and :func:`scipy.special.logsumexp` fused, with one
+    ``exp`` per entry (the main cost of an EM iteration on large data), no temporary
+    arrays, and the sum of logarithms taken by :func:`_sum_of_logs`.
     """
-    resp = softmax(lj, axis=0)
-    return resp, lj.max(axis=0) - np.log(resp.max(axis=0))
+    m = lj.max(axis=0)
+    m += _SHIFT
+    lj -= m
+    np.exp(lj, out=lj)
+    s = lj.sum(axis=0)
+    lj /= s
+    k = len(lj)
+    return lj, float(m.sum()) + _sum_of_logs(s, math.exp(-_SHIFT), k * math.exp(-_SHIFT))
+
+
+def _sum_of_logs(s: np.ndarray, lower: float, upper: float) -> float:
+    """``sum(log(s))`` for ``lower <= s <= upper``, with one logarithm per block of values.
+
+    The values are multiplied in blocks of ``c``, with ``c`` small enough that no product
+    leaves ``[1e-300, 1e300]``, and the logarithms of the block products are summed. Each
+    product carries a relative error of at most ``c eps``, an absolute error below ``2e-13``
+    in its logarithm, while ``N / c`` logarithms replace ``N`` (a logarithm costs about ten
+    multiplications).
+    """
+    n = len(s)
+    widest = max(abs(math.log(lower)), abs(math.log(upper)), 1e-300)
+    c = max(1, min(n, int(690.0 / widest)))
+    q = n // c
+    blocks = s[: q * c].reshape(c, q).prod(axis=0)  # column j: s[j], s[q + j], ... (c values)
+    return float(np.log(blocks).sum() + np.log(s[q * c :]).sum())
 
 
 class Moments(NamedTuple):
@@ -242,7 +270,7 @@ def _one_pass(T, d: int, resp, covariance_type: str, reg: float):
     ``E[x x^T] - mu mu^T`` may have lost more than :data:`ROUNDING_BUDGET` of its smallest
     eigenvalue (plus ``reg``, the floor that will be added to it).
     """
-    stats = np.einsum("kn,fn->kf", resp, T)  # (K, F): N_k, sum_n r_nk x_n, sum_n r_nk T_quad(x_n)
+    stats = np.inner(resp, T)  # (K, F) = resp T^T: N_k, sum_n r_nk x_n, sum_n r_nk T_quad(x_n)
     totals = stats[:, 0].copy()
     safe = np.where(totals > EMPTY, totals, 1.0)[:, None]
     means = stats[:, 1 : 1 + d] / safe

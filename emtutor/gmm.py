@@ -312,11 +312,16 @@ class _Problem:
     def __init__(self, X: np.ndarray, covariance_type: str, reg_covar: float = 0.0):
         n, d = X.shape
         self.covariance_type = covariance_type
-        self.centre = X.mean(axis=0)
-        spread = float(np.abs(X - self.centre).max())
+        # Work on a transposed copy: reductions over the points then run along contiguous
+        # rows, many times faster than down the columns of an (N, D) array.
+        Xt = X.T.copy(order="C")  # a copy: the caller's X is never modified
+        self.centre = Xt.mean(axis=1)
+        Xt -= self.centre[:, None]
+        spread = max(float(Xt.max()), -float(Xt.min()))
         # A power of two, so that scaling and unscaling are exact.
         self.scale = math.ldexp(1.0, math.frexp(spread)[1]) if spread > 0 else 1.0
-        self.X = (X - self.centre) / self.scale
+        Xt /= self.scale
+        self.X = Xt.T  # (N, D) view of the centred, scaled data
         if n * _g.n_features(d, covariance_type) <= _g.FEATURE_LIMIT:
             self.T = _g.features(self.X, covariance_type)
             self.t_max = np.abs(self.T).max(axis=1)
@@ -345,8 +350,8 @@ class _Problem:
 
     def log_likelihood(self, theta: Params) -> float:
         lj = _g.log_joint(self.T, self.X, self.t_max, *theta)
-        resp, point_ll = _g.posterior(lj)
-        ll = float(point_ll.sum()) + self.shift
+        resp, ll = _g.posterior(lj)
+        ll += self.shift
         self._post = (theta, resp, ll)
         return ll
 

@@ -239,6 +239,17 @@ def test_direct_path_without_feature_matrix_agrees(covariance_type, monkeypatch)
     np.testing.assert_allclose(direct_m.means, fast_m.means, rtol=1e-12)
 
 
+def test_the_data_are_never_modified():
+    # A transposed or (N, 1) input is a view whose transpose is contiguous: still copied.
+    for X in (np.array([[1.0], [3.0], [4.0]]), np.asfortranarray(clusters(3, n=50, d=2, k=2))):
+        before = X.copy()
+        p = Params([0.5, 0.5], X[:2].copy(), np.ones(2))
+        gmm.log_likelihood(X, p)
+        gmm.e_step(X, p)
+        gmm.fit(X, 2, init=p, max_iter=3)
+        np.testing.assert_array_equal(X, before)
+
+
 def test_zero_weight_component_has_zero_responsibility():
     p = Params([1.0, 0.0], [[0.0], [1.0]], [1.0, 1.0])
     resp, ll = gmm.e_step([[0.5], [2.0]], p)
