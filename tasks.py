@@ -22,7 +22,8 @@ PYTHON = BIN / ("python.exe" if sys.platform == "win32" else "python")
 STAMP = VENV / ".requirements.sha256"
 
 TEST_COMMAND = [
-    "-m", "pytest", "--nbval", "--doctest-modules", "tests", "emtutor", "book",
+    "-m", "pytest", "--nbval", "--nbval-sanitize-with", "book/nbval-sanitize.cfg",
+    "--doctest-modules", "tests", "emtutor", "book",
 ]
 LINT_COMMAND = ["-m", "ruff", "check", "."]
 BOOK_COMMAND = ["build", ".", "-W", "-n", "--keep-going"]
