@@ -5,9 +5,11 @@ Each check raises a ``ValueError`` or ``TypeError`` whose message names the prob
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-__all__ = ["as_float_array", "check_distribution", "check_same_shape"]
+__all__ = ["as_float_array", "check_distribution", "check_random_state", "check_same_shape"]
 
 
 def as_float_array(
@@ -108,3 +110,27 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         raise ValueError(
             f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}"
         )
+
+
+def check_random_state(random_state) -> np.random.Generator:
+    """Return a ``numpy.random.Generator`` for ``None``, an int seed or a Generator.
+
+    A Generator is used as it is (its state advances), so a caller can chain fits.
+
+    Examples
+    --------
+    >>> float(check_random_state(0).random()) == float(np.random.default_rng(0).random())
+    True
+    >>> check_random_state(1.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: random_state must be None, an int or a numpy.random.Generator, got float
+    """
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int or a numpy.random.Generator, "
+        f"got {type(random_state).__name__}"
+    )

@@ -49,7 +49,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from emtutor import _gaussian as _g
-from emtutor._validation import as_float_array, check_distribution
+from emtutor._validation import as_float_array, check_distribution, check_random_state
 from emtutor.em import EmptyComponentWarning, EMResult, run
 
 __all__ = [
@@ -191,17 +191,6 @@ def _check_positive_definite(covariances: np.ndarray, what: str, hint: str = "")
         raise ValueError(
             f"{what}[{k}] must be positive, got {np.round(covariances[k], 6).tolist()}{hint}"
         )
-
-
-def _check_rng(random_state) -> np.random.Generator:
-    if random_state is None or isinstance(random_state, np.random.Generator):
-        return np.random.default_rng(random_state)
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return np.random.default_rng(int(random_state))
-    raise TypeError(
-        "random_state must be None, an int or a numpy.random.Generator, "
-        f"got {type(random_state).__name__}"
-    )
 
 
 def check_params(params: Params | tuple, n_features: int | None = None) -> Params:
@@ -742,7 +731,7 @@ def sample(
     """
     params = check_params(params)
     n = _check_int(n, "n", 1)
-    rng = _check_rng(random_state)
+    rng = check_random_state(random_state)
     weights, means, covariances = params
     z = rng.choice(len(weights), size=n, p=weights / weights.sum())
     noise = rng.standard_normal((n, means.shape[1]))
@@ -932,7 +921,7 @@ def fit(
             )
     else:
         raise TypeError(f"init must be 'kmeans++', 'random' or Params, got {type(init).__name__}")
-    rng = _check_rng(random_state)
+    rng = check_random_state(random_state)
 
     problem = _Problem(X, covariance_type, reg_covar)
     best = None

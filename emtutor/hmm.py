@@ -48,7 +48,7 @@ from emtutor._forward_backward import (
     viterbi_batch,
     viterbi_long,
 )
-from emtutor._validation import as_float_array, check_distribution
+from emtutor._validation import as_float_array, check_distribution, check_random_state
 from emtutor.bounds import Decomposition, entropy, kl_divergence
 from emtutor.em import EmptyComponentWarning, has_converged
 
@@ -1120,7 +1120,7 @@ def sample(params: Params, n: int, random_state=None) -> tuple[np.ndarray, np.nd
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     n = int(n)
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state(random_state)
     K = params.n_states
 
     def inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -1460,7 +1460,7 @@ def fit(
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
     if not (isinstance(min_covar, numbers.Real) and np.isfinite(min_covar) and min_covar >= 0):
         raise ValueError(f"min_covar must be a non-negative number, got {min_covar!r}")
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state(random_state)
     if emission == "categorical":
         X = _check_symbols(X)
         M = int(X.max()) + 1

@@ -639,3 +639,8 @@ def test_a_state_never_visited_keeps_its_parameters_with_a_warning():
     np.testing.assert_array_equal(res.params.emissionprob[1], [0.9, 0.1])
     np.testing.assert_array_equal(res.params.transmat[1], [0.5, 0.5])
     np.testing.assert_allclose(res.params.emissionprob[0], [0.4, 0.6])
+
+
+def test_fit_rejects_a_random_state_that_is_not_a_seed():
+    with pytest.raises(TypeError, match="random_state must be None, an int or a numpy"):
+        hmm.fit(np.array([0, 1, 1, 0, 1]), 2, random_state=1.5)
