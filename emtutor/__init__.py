@@ -1,3 +1,18 @@
-"""emtutor: the companion package of the course on the Expectation-Maximization algorithm."""
+"""emtutor: the companion package of the course on the Expectation-Maximization algorithm.
 
+Modules
+-------
+logistic   logistic regression: the observed-feature case (chapter 1)
+bounds     equations 5 and 6 for a discrete latent variable per data point
+em         the generic EM driver with a full trace, the stopping rule and its warnings
+coins      the two-coin binomial mixture
+gmm        Gaussian mixtures
+hmm        hidden Markov models
+testing    checkers for your own EM implementation
+plotting   the helper that displays the course's figures
+"""
+
+from emtutor import bounds, coins, em, gmm, hmm, logistic, plotting, testing
+
+__all__ = ["bounds", "coins", "em", "gmm", "hmm", "logistic", "plotting", "testing"]
 __version__ = "0.1.0"
