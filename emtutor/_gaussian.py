@@ -207,29 +207,51 @@ def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covari
     return lj
 
 
-#: The softmax of :func:`posterior` maps the largest log joint of each point to this value
-#: rather than to 0: the C library's ``exp`` is markedly slower on arguments that are exactly 0.
-_SHIFT = -0.5
+#: Largest ``lj_kn - lj_cn`` for which :func:`posterior` measures every log joint from a
+#: reference component's; beyond it (well separated components) it measures each from its
+#: point's largest.
+_REFERENCE_GAP = 100.0
 
 
 def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
     """Responsibilities (K, N) and the total log-likelihood from a (K, N) log joint.
 
-    The softmax over the components is computed in place, in ``lj``, which is overwritten:
-    with ``m_n = max_k lj_kn + _SHIFT``, ``e_kn = exp(lj_kn - m_n)`` and ``s_n = sum_k e_kn``,
-    the responsibilities are ``r_kn = e_kn / s_n`` and ``ln p(X) = sum_n (m_n + ln s_n)``.
-    This is :func:`scipy.special.softmax` and :func:`scipy.special.logsumexp` fused, with one
-    ``exp`` per entry (the main cost of an EM iteration on large data), no temporary
-    arrays, and the sum of logarithms taken by :func:`_sum_of_logs`.
+    The softmax over the components is computed in place, in ``lj``, which is overwritten.
+    Each column is first measured from its entry in a reference component ``c`` (one of
+    positive weight, whose log joints are all finite), ``u_kn = lj_kn - lj_cn``; if no
+    ``u_kn`` exceeds :data:`_REFERENCE_GAP`, then with ``e_cn = 1``, ``e_kn = exp(u_kn)``
+    and ``s_n = sum_k e_kn``,
+
+        r_kn = e_kn / s_n,    ln p(X) = sum_n (lj_cn + ln s_n),
+
+    which takes ``K - 1`` exponentials per point instead of ``K`` (``exp`` is the main cost
+    of an EM iteration on large data). Otherwise the columns are measured from their
+    largest entry, as :func:`scipy.special.softmax` and :func:`scipy.special.logsumexp` do,
+    so that nothing overflows. Either way no temporary (K, N) array is made, and the sum of
+    logarithms is taken by :func:`_sum_of_logs`.
     """
-    m = lj.max(axis=0)
-    m += _SHIFT
-    lj -= m
-    np.exp(lj, out=lj)
+    k = len(lj)
+    c = int(np.argmax(lj[:, 0]))  # finite in column 0, so of positive weight
+    others = [rows for rows in (slice(0, c), slice(c + 1, k)) if rows.start < rows.stop]
+    shift = lj[c].copy()
+    for rows in others:
+        lj[rows] -= shift
+    lj[c] = 0.0
+    gap = max((float(lj[rows].max()) for rows in others), default=-math.inf)
+    if gap <= _REFERENCE_GAP:
+        for rows in others:
+            np.exp(lj[rows], out=lj[rows])
+        lj[c] = 1.0
+        upper = 1.0 + (k - 1) * math.exp(gap)
+    else:
+        m = lj.max(axis=0)
+        lj -= m
+        np.exp(lj, out=lj)
+        shift += m
+        upper = k
     s = lj.sum(axis=0)
     lj /= s
-    k = len(lj)
-    return lj, float(m.sum()) + _sum_of_logs(s, math.exp(-_SHIFT), k * math.exp(-_SHIFT))
+    return lj, float(shift.sum()) + _sum_of_logs(s, 1.0, upper)
 
 
 def _sum_of_logs(s: np.ndarray, lower: float, upper: float) -> float:

@@ -617,3 +617,32 @@ def test_bad_sample_and_statistics_input():
         gmm.sufficient_statistics(X_GOOD, "tied")
     with pytest.raises(ValueError, match="covariances must be 1-D, 2-D or 3-D"):
         gmm.covariance_type_of(GOOD._replace(covariances=np.ones((1, 1, 1, 1))))
+
+
+# ------------------------------------------------------- the in-place softmax of the E-step
+
+
+@pytest.mark.parametrize("spread", [0.5, 20.0, 400.0])  # 400: gaps beyond the reference path
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_posterior_is_softmax_and_logsumexp(k, spread):
+    from scipy.special import logsumexp, softmax
+
+    from emtutor import _gaussian
+
+    lj = np.random.default_rng(k).normal(scale=spread, size=(k, 1000)) - 3.0
+    lj[:, 0] = -2.0  # equal log joints in one column
+    want_resp, want_ll = softmax(lj, axis=0), float(logsumexp(lj, axis=0).sum())
+    resp, ll = _gaussian.posterior(lj.copy())
+    np.testing.assert_allclose(resp, want_resp, rtol=1e-12, atol=1e-300)
+    assert ll == pytest.approx(want_ll, rel=1e-13)
+
+
+def test_posterior_with_components_of_weight_zero():
+    from emtutor import _gaussian
+
+    lj = np.random.default_rng(5).normal(size=(4, 300))
+    lj[[0, 2]] = -np.inf  # components 0 and 2 have weight 0
+    resp, ll = _gaussian.posterior(lj.copy())
+    assert np.all(resp[[0, 2]] == 0.0) and np.all(np.isfinite(resp))
+    np.testing.assert_allclose(resp.sum(axis=0), 1.0, rtol=1e-15)
+    assert ll == pytest.approx(float(np.logaddexp(lj[1], lj[3]).sum()), rel=1e-13)
