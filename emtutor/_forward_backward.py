@@ -4,7 +4,10 @@ Layout and scaling
 ------------------
 Arrays are *state-major*: the state index comes first, ``E[k, n, t]`` for sequence ``n`` at
 time ``t``, so that every elementwise operation of a recursion step runs over long
-contiguous rows (one per state) instead of many rows of length ``K``.
+contiguous rows (one per state) instead of many rows of length ``K``. The plain recursion
+(see below) works *time-major* internally, ``F[t, k, n]``: there the state-major rows would
+be strided by ``T`` within a step, while a time-major step is one contiguous (K, N) block
+that the recursion reads and writes in place.
 
 The recursions work on *emission factors* ``E[k, n, t] = p(x_t | z_t = k) / s_t`` where the
 per-step constant ``s_t = max_k p(x_t | z_t = k)`` has been divided out (its log is added back
@@ -361,6 +364,9 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
     K, N, T = E.shape
     A = transmat
     n_steps = T - 1
+    L, C = _plan(N, n_steps, K) if n_steps else (0, 1)
+    if C == 1:
+        return _posterior_plain(startprob, A, E, lengths, log_E, pairwise, ws)
     alpha = _buffer(ws, "alpha", (K, N, T))
     beta = _buffer(ws, "beta", (K, N, T))
     a0 = startprob[:, None] * E[:, :, 0]
@@ -371,27 +377,18 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
     log_c = np.log(c0)
     beta[:, :, T - 1] = 1.0
     if n_steps:
-        L, C = _plan(N, n_steps, K)
         padded = C * L
         # Emission factors of steps 1..T-1 as F[l, k, n*C + c] (step c*L + l + 1 of
         # sequence n), padded with ones up to C*L steps.
-        if C == 1:
-            F = _buffer(ws, "F", (L, K, N))
-            F[...] = np.moveaxis(E[:, :, 1:], 2, 0)
-        else:
-            Ep = _buffer(ws, "Ep", (K, N, padded))
-            Ep[:, :, :n_steps] = E[:, :, 1:]
-            Ep[:, :, n_steps:] = 1.0
-            F = _buffer(ws, "F", (L, K, N, C))
-            F[...] = Ep.reshape(K, N, C, L).transpose(3, 0, 1, 2)
+        Ep = _buffer(ws, "Ep", (K, N, padded))
+        Ep[:, :, :n_steps] = E[:, :, 1:]
+        Ep[:, :, n_steps:] = 1.0
+        F = _buffer(ws, "F", (L, K, N, C))
+        F[...] = Ep.reshape(K, N, C, L).transpose(3, 0, 1, 2)
         F = F.reshape(L, K, N * C)
-        if C == 1:
-            f_start = alpha[:, :, :1]
-            b_end = np.ones((K, N, 1))
-        else:
-            R, log_scale = _transfer_matrices(F, A, N)
-            f_start, b_end = _boundaries(alpha[:, :, 0], R, log_scale)
-            del R
+        R, log_scale = _transfer_matrices(F, A, N)
+        f_start, b_end = _boundaries(alpha[:, :, 0], R, log_scale)
+        del R
         out = _buffer(ws, "out", (L, K, N * C))
         norms = _buffer(ws, "norms", (L, 1, N * C))
         log_tot = np.zeros(N * C)
@@ -439,6 +436,86 @@ def posterior_batch(startprob, transmat, E, lengths=None, log_E=None, pairwise=F
         xi = np.einsum("int,ij,jnt->ntij", alpha[:, :, :-1], A, U[:, :, :-1])
     else:
         xi = A * np.einsum("it,jt->ij", alpha.reshape(K, -1), U.reshape(K, -1))
+    return gamma, xi, log_c
+
+
+def _posterior_plain(startprob, A, E, lengths, log_E, pairwise, ws):
+    """:func:`posterior_batch` for the plain recursion (``C = 1``), same arguments and results.
+
+    The work is done *time-major*: every per-step array is laid out (T, K, N), so the slice
+    of step ``t`` is one contiguous (K, N) block. The recursions read and write those
+    slices in place (``_propagate`` fills ``alpha[1:]`` and ``beta[:-1]`` directly) and
+    the posteriors and pairwise terms are formed on the same layout; the only transposed
+    copies are the emission factors on the way in and ``gamma`` on the way out.
+    """
+    K, N, T = E.shape
+    F = _buffer(ws, "F", (T, K, N))
+    F[...] = E.transpose(2, 0, 1)
+    gamma_tm, xi, log_c = posterior_time_major(startprob, A, F, lengths, pairwise, ws)
+    if gamma_tm is None:
+        return _fallback(startprob, A, log_E, lengths, pairwise)
+    gamma = _buffer(ws, "gamma", (K, N, T))
+    gamma[...] = gamma_tm.transpose(1, 2, 0)
+    return gamma, xi, log_c
+
+
+def posterior_time_major(startprob, A, F, lengths=None, pairwise=False, ws=None):
+    """Plain scaled forward-backward on time-major emission factors ``F`` (T, K, N).
+
+    Same recursions as the plain path of :func:`posterior_batch` (``F[t, :, n]`` holds the
+    factors of step ``t`` of sequence ``n``; entries after a sequence's end must be 1), and
+    the same results except that ``gamma`` is time-major, (T, K, N). Returns
+    ``(None, None, None)`` when the scaled recursions cannot represent the answer; the
+    caller then falls back to log space.
+    """
+    T, K, N = F.shape
+    n_steps = T - 1
+    alpha = _buffer(ws, "alpha_tm", (T, K, N))
+    beta = _buffer(ws, "beta_tm", (T, K, N))
+    a0 = startprob[:, None] * F[0]
+    c0 = a0.sum(axis=0)
+    if np.any(c0 <= 0):
+        return None, None, None
+    np.divide(a0, c0, out=alpha[0])
+    log_c = np.log(c0)
+    beta[T - 1] = 1.0
+    if n_steps:
+        # alpha[t] and beta[t] are contiguous (K, N) slices: the recursions write them in place
+        norms = _buffer(ws, "norms_tm", (n_steps, 1, N))
+        log_tot = np.zeros(N)
+        _propagate(alpha[0].reshape(K, 1, N), F[1:], A.T, backward=False, out=alpha[1:],
+                   norms=norms, log_total=log_tot)
+        _propagate(np.ones((K, 1, N)), F[1:], A, backward=True, out=beta[:-1])
+        c = norms.reshape(n_steps, N)  # c[t - 1, n]: the divisor c_t of step t
+        log_c += log_tot
+        if lengths is not None:
+            # take out the padding steps (c_t = 1 up to rounding) after each sequence's end
+            pad = np.arange(1, T)[:, None] >= lengths[None, :]
+            if np.any(pad):
+                with np.errstate(divide="ignore"):
+                    log_c -= np.log(np.where(pad, c, 1.0)).sum(axis=0)
+    gamma = np.multiply(alpha, beta, out=_buffer(ws, "gamma_tm", (T, K, N)))
+    g = np.ones(K) @ gamma  # (T, N): g_t = sum_k alpha_t(k) beta_t(k)
+    real = None if lengths is None else np.arange(T)[:, None] < lengths[None, :]
+    ok = (g > _G_MIN) if real is None else ((g > _G_MIN) | ~real)
+    if not np.all(ok) or not np.all(np.isfinite(log_c)):
+        return None, None, None
+    gamma /= g[:, None, :]
+    if not n_steps:
+        xi = np.zeros((N, 0, K, K)) if pairwise else np.zeros((K, K))
+        return gamma, xi, log_c
+    # U[t - 1, j, n] = E_t(j) beta_t(j) / (c_t g_t), and
+    # xi_t(i, j) = alpha_{t-1}(i) A_ij U[t - 1, j, n]
+    U = np.multiply(F[1:], beta[1:], out=_buffer(ws, "U_tm", (n_steps, K, N)))
+    scale = c * g[1:]
+    if real is not None:
+        scale = np.where(real[1:], scale, np.inf)
+    U /= scale[:, None, :]
+    if pairwise:
+        xi = np.einsum("tin,ij,tjn->ntij", alpha[:-1], A, U)
+    else:
+        # one (K, N) @ (N, K) product per step, summed over the steps
+        xi = A * np.matmul(alpha[:-1], U.transpose(0, 2, 1)).sum(axis=0)
     return gamma, xi, log_c
 
 
