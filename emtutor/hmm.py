@@ -366,13 +366,17 @@ def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = Non
     if params.emission == "categorical":
         B = params.emissionprob
         col_max = B.max(axis=0)
-        seen = np.bincount(X, minlength=B.shape[1]) > 0
+        counts = np.bincount(X, minlength=B.shape[1])
+        seen = counts > 0
         if np.any(seen & (col_max == 0)):
             m = int(np.argmax(seen & (col_max == 0)))
             raise ValueError(f"symbol {m} occurs in X but has probability 0 in every state")
         safe = np.where(col_max > 0, col_max, 1.0)
-        E = np.take(B / safe, X, axis=1, out=_buffer(ws, "E", (B.shape[0], X.size)))
-        shift = float(np.log(safe)[X].sum())
+        # X has been checked to lie in 0..M-1, so mode="clip" never clips: it only spares
+        # take the buffered copy of ``out`` that the default mode="raise" makes.
+        E = np.take(B / safe, X, axis=1, out=_buffer(ws, "E", (B.shape[0], X.size)),
+                    mode="clip")
+        shift = float(np.log(safe) @ counts)  # sum_t ln s_t, grouped by symbol
         return E, shift, lambda: _log(B)[:, X]
     if XT is None:
         XT = np.ascontiguousarray(X.T)
