@@ -5,11 +5,18 @@ Each check raises a ``ValueError`` or ``TypeError`` whose message names the prob
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-__all__ = ["as_float_array", "check_distribution", "check_random_state", "check_same_shape"]
+__all__ = [
+    "as_float_array",
+    "check_distribution",
+    "check_random_state",
+    "check_same_shape",
+    "check_tol",
+]
 
 
 def as_float_array(
@@ -134,3 +141,23 @@ def check_random_state(random_state) -> np.random.Generator:
         "random_state must be None, an int or a numpy.random.Generator, "
         f"got {type(random_state).__name__}"
     )
+
+
+def check_tol(tol) -> float:
+    """Return a convergence tolerance as a float, or raise: it must be a positive real number.
+
+    Examples
+    --------
+    >>> check_tol(1e-8)
+    1e-08
+    >>> check_tol(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: tol must be a positive finite number, got 0.0
+    """
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a positive real number, got {type(tol).__name__}")
+    tol = float(tol)
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol}")
+    return tol

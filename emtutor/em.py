@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from emtutor._validation import check_tol
+
 __all__ = [
     "NOISE_RTOL",
     "EMResult",
@@ -106,15 +108,6 @@ def _as_finite_float(value: Any, what: str, iteration: int) -> float:
     return out
 
 
-def _check_tol(tol: Any) -> float:
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"tol must be a positive real number, got {type(tol).__name__}")
-    tol = float(tol)
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive finite number, got {tol}")
-    return tol
-
-
 def has_converged(previous: float, current: float, *, tol: float, iteration: int) -> bool:
     r"""Decide whether EM has converged after an iteration; warn if the log-likelihood fell.
 
@@ -177,7 +170,7 @@ def has_converged(previous: float, current: float, *, tol: float, iteration: int
     >>> has_converged(-100.0, -100.0 - 1e-12, tol=1e-6, iteration=3)  # rounding noise
     True
     """
-    tol = _check_tol(tol)
+    tol = check_tol(tol)
     if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral):
         raise TypeError(f"iteration must be an integer, got {type(iteration).__name__}")
     previous = _as_finite_float(previous, "previous log-likelihood", int(iteration))
@@ -397,7 +390,7 @@ def run(
     _check_callable(log_likelihood, "log_likelihood")
     _check_callable(elbo, "elbo", optional=True)
     _check_callable(callback, "callback", optional=True)
-    tol = _check_tol(tol)
+    tol = check_tol(tol)
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
         raise TypeError(f"max_iter must be an integer, got {type(max_iter).__name__}")
     if max_iter < 0:

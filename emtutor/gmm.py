@@ -49,7 +49,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from emtutor import _gaussian as _g
-from emtutor._validation import as_float_array, check_distribution, check_random_state
+from emtutor._validation import (
+    as_float_array,
+    check_distribution,
+    check_random_state,
+    check_tol,
+)
 from emtutor.em import EmptyComponentWarning, EMResult, run
 
 __all__ = [
@@ -894,10 +899,7 @@ def fit(
     n_init = _check_int(n_init, "n_init", 1)
     max_iter = _check_int(max_iter, "max_iter", 0)
     reg_covar = _check_reg_covar(reg_covar)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"tol must be a positive real number, got {type(tol).__name__}")
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive finite number, got {tol}")
+    check_tol(tol)
     if isinstance(init, str):
         if init not in ("kmeans++", "random"):
             raise ValueError(f"init must be 'kmeans++', 'random' or Params, got {init!r}")
