@@ -236,7 +236,6 @@ def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
     shift = lj[c].copy()
     for rows in others:
         lj[rows] -= shift
-    lj[c] = 0.0
     gap = max((float(lj[rows].max()) for rows in others), default=-math.inf)
     if gap <= _REFERENCE_GAP:
         for rows in others:
@@ -244,6 +243,7 @@ def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
         lj[c] = 1.0
         upper = 1.0 + (k - 1) * math.exp(gap)
     else:
+        lj[c] = 0.0
         m = lj.max(axis=0)
         lj -= m
         np.exp(lj, out=lj)
