@@ -1,6 +1,17 @@
-"""Input checks shared by every module.
+"""Input checks shared by every module: one function per kind of argument.
 
-Each check raises a ``ValueError`` or ``TypeError`` whose message names the problem.
+Every module checks its arguments with these functions, so that the same mistake gets the
+same exception and the same message everywhere:
+
+* a wrong *type* (a float or a bool where an integer is needed, a string where a number is,
+  complex numbers in an array) raises ``TypeError`` naming the argument and what it got;
+* a value *out of range* (a negative count, NaN, a tolerance below 0, rows of probabilities
+  that do not sum to 1) raises ``ValueError`` naming the argument and the value.
+
+The functions: :func:`check_int` (counts and other integers; :func:`check_max_iter` is the
+iteration limit), :func:`check_real` (real numbers with a lower bound; :func:`check_tol` is
+the convergence tolerance), :func:`check_random_state`, :func:`as_float_array`,
+:func:`as_int_array`, :func:`check_distribution` and :func:`check_same_shape`.
 """
 
 from __future__ import annotations
@@ -12,11 +23,169 @@ import numpy as np
 
 __all__ = [
     "as_float_array",
+    "as_int_array",
     "check_distribution",
+    "check_int",
+    "check_max_iter",
     "check_random_state",
+    "check_real",
     "check_same_shape",
     "check_tol",
 ]
+
+
+def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """Return an integer argument as a Python int, or raise naming ``name``.
+
+    Python and numpy integers are accepted; floats (even ``3.0``), bools and strings are not.
+
+    Parameters
+    ----------
+    value : object
+        The argument.
+    name : str
+        Its name, for the messages.
+    low, high : int, optional
+        Inclusive bounds.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer.
+    ValueError
+        If it lies outside ``[low, high]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_int(np.int64(3), "n_components", low=1)
+    3
+    >>> check_int(3.0, "n_components", low=1)
+    Traceback (most recent call last):
+    ...
+    TypeError: n_components must be an integer, got float
+    >>> check_int(0, "n_components", low=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_components must be >= 1, got 0
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_max_iter(max_iter) -> int:
+    """Return an iteration limit (an integer ``>= 0``; 0 evaluates the start only).
+
+    Examples
+    --------
+    >>> check_max_iter(100)
+    100
+    >>> check_max_iter(None)
+    Traceback (most recent call last):
+    ...
+    TypeError: max_iter must be an integer, got NoneType
+    """
+    return check_int(max_iter, "max_iter", low=0)
+
+
+def check_real(value, name: str, *, low: float | None = None, strict: bool = False) -> float:
+    """Return a real argument as a finite float, or raise naming ``name``.
+
+    Parameters
+    ----------
+    value : object
+        The argument: a Python or numpy real number (not a bool, not a string).
+    name : str
+        Its name, for the messages.
+    low : float, optional
+        Lower bound.
+    strict : bool
+        Whether ``value`` must exceed ``low`` (``True``) or may equal it.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number.
+    ValueError
+        If it is NaN or infinite, or below the bound.
+
+    Examples
+    --------
+    >>> check_real(0.5, "lr", low=0.0, strict=True)
+    0.5
+    >>> check_real("fast", "lr", low=0.0, strict=True)
+    Traceback (most recent call last):
+    ...
+    TypeError: lr must be a real number, got str
+    >>> check_real(0.0, "lr", low=0.0, strict=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be a positive finite number, got 0.0
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    below = low is not None and (value <= low if strict else value < low)
+    if not math.isfinite(value) or below:
+        if low is None:
+            want = "a finite number"
+        elif low == 0:
+            want = "a positive finite number" if strict else "a finite number >= 0"
+        else:
+            want = f"a finite number {'>' if strict else '>='} {low:g}"
+        raise ValueError(f"{name} must be {want}, got {value}")
+    return value
+
+
+def check_tol(tol) -> float:
+    """Return a convergence tolerance: a finite real number ``>= 0``.
+
+    ``tol = 0`` is allowed and means "never converged": the run stops after ``max_iter``
+    iterations (as in scikit-learn and hmmlearn), useful to time or compare a fixed number
+    of iterations.
+
+    Examples
+    --------
+    >>> check_tol(1e-8), check_tol(0)
+    (1e-08, 0.0)
+    >>> check_tol(-1e-3)
+    Traceback (most recent call last):
+    ...
+    ValueError: tol must be a finite number >= 0, got -0.001
+    """
+    return check_real(tol, "tol", low=0.0)
+
+
+def _as_array(a, name: str) -> np.ndarray:
+    """``np.asarray(a)``, refusing ragged nesting, strings and complex numbers."""
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name} must be an array of numbers (a rectangular list or ndarray), got "
+            f"{type(a).__name__}"
+        ) from exc
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must hold real numbers, got complex values ({arr.dtype})")
+    if arr.dtype.kind not in "biufO":
+        raise TypeError(
+            f"{name} must be an array of numbers, got {type(a).__name__} of dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _check_ndim(arr: np.ndarray, name: str, ndim) -> None:
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got an array of shape {arr.shape}")
 
 
 def as_float_array(
@@ -28,7 +197,7 @@ def as_float_array(
     Parameters
     ----------
     a : array_like
-        The input.
+        The input: numbers (bools count as 0 and 1); not strings, not complex numbers.
     name : str
         How the error messages call it (``"X"``, ``"log_joint"``, ...).
     ndim : int or tuple of int, optional
@@ -38,6 +207,13 @@ def as_float_array(
     allow_neg_inf : bool
         Whether ``-inf`` entries are acceptable (log-probabilities of impossible events).
 
+    Raises
+    ------
+    TypeError
+        If ``a`` is not a rectangular array of real numbers.
+    ValueError
+        If it has the wrong number of dimensions, is empty, or holds NaN or infinities.
+
     Examples
     --------
     >>> as_float_array([[1, 2], [3, 4]], "X", ndim=2).dtype
@@ -46,16 +222,17 @@ def as_float_array(
     Traceback (most recent call last):
     ...
     ValueError: X contains NaN (1 entry); remove or impute missing values first
+    >>> as_float_array([1 + 2j], "X")
+    Traceback (most recent call last):
+    ...
+    TypeError: X must hold real numbers, got complex values (complex128)
     """
+    arr = _as_array(a, name)
     try:
-        arr = np.asarray(a, dtype=float)
+        arr = np.asarray(arr, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}") from exc
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name} must be {want}, got an array of shape {arr.shape}")
+        raise TypeError(f"{name} must be an array of real numbers, got {type(a).__name__}") from exc
+    _check_ndim(arr, name, ndim)
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape}); at least one entry is needed")
     n_nan = int(np.isnan(arr).sum())
@@ -72,6 +249,58 @@ def as_float_array(
     return arr
 
 
+def as_int_array(
+    a, name: str, *, ndim: int | tuple[int, ...] | None = None, low: int | None = None,
+    high: int | None = None, allow_empty: bool = False,
+) -> np.ndarray:
+    """Return ``a`` as an int64 ndarray of whole numbers in ``[low, high]``, or raise.
+
+    Integer arrays are accepted, and float arrays whose entries are all whole numbers (data
+    read from a text file); bools, strings and fractions are not.
+
+    Examples
+    --------
+    >>> as_int_array([0, 2.0, 1], "X", low=0)
+    array([0, 2, 1])
+    >>> as_int_array(["5", "5"], "lengths")
+    Traceback (most recent call last):
+    ...
+    TypeError: lengths must be an array of numbers, got list of dtype <U1
+    >>> as_int_array([0, 1.5], "X")
+    Traceback (most recent call last):
+    ...
+    ValueError: X must hold whole numbers, got 1.5 at index 1
+    >>> as_int_array([0, 10**7], "X", high=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: X must be <= 4, got 10000000 at index 1
+    """
+    arr = _as_array(a, name)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must hold integers, got booleans; use .astype(int)")
+    if arr.dtype.kind == "O":
+        arr = as_float_array(arr, name, allow_empty=True)
+    _check_ndim(arr, name, ndim)
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one entry is needed")
+    if arr.dtype.kind == "f":
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+        if not whole.all():
+            i = int(np.argmin(whole.ravel()))
+            raise ValueError(f"{name} must hold whole numbers, got {arr.ravel()[i]:g} at index {i}")
+        if arr.size and np.abs(arr).max() > 2.0**62:
+            raise ValueError(f"{name} holds a number too large for an integer index")
+    arr = arr.astype(np.int64)
+    for bound, bad, word in ((low, lambda v: v < low, ">="), (high, lambda v: v > high, "<=")):
+        if bound is not None and arr.size:
+            mask = bad(arr.ravel())
+            if mask.any():
+                i = int(np.argmax(mask))
+                value = arr.ravel()[i]
+                raise ValueError(f"{name} must be {word} {bound}, got {value} at index {i}")
+    return arr
+
+
 def check_distribution(p, name: str, *, axis: int = -1, atol: float = 1e-8) -> np.ndarray:
     """Check that ``p`` holds probability distributions along ``axis``; return it as floats.
 
@@ -84,7 +313,8 @@ def check_distribution(p, name: str, *, axis: int = -1, atol: float = 1e-8) -> n
     >>> check_distribution([[0.2, 0.7]], "q")
     Traceback (most recent call last):
     ...
-    ValueError: rows of q must sum to 1 (along axis -1); row 0 sums to 0.9
+    ValueError: rows of q must sum to 1 (along axis -1); row 0 sums to 0.9, off by -0.1 (the
+    tolerance is 1e-08)
     """
     arr = as_float_array(p, name)
     if (arr < 0).any():
@@ -97,7 +327,8 @@ def check_distribution(p, name: str, *, axis: int = -1, atol: float = 1e-8) -> n
         where = int(first[0]) if first.size == 1 else tuple(int(i) for i in first)
         value = np.atleast_1d(sums)[tuple(first)]
         raise ValueError(
-            f"rows of {name} must sum to 1 (along axis {axis}); row {where} sums to {value:.6g}"
+            f"rows of {name} must sum to 1 (along axis {axis}); row {where} sums to "
+            f"{value:.12g}, off by {value - 1.0:.3g} (the tolerance is {atol:g})"
         )
     return arr
 
@@ -120,7 +351,7 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
 
 
 def check_random_state(random_state) -> np.random.Generator:
-    """Return a ``numpy.random.Generator`` for ``None``, an int seed or a Generator.
+    """Return a ``numpy.random.Generator`` for ``None``, a seed ``>= 0`` or a Generator.
 
     A Generator is used as it is (its state advances), so a caller can chain fits.
 
@@ -132,32 +363,20 @@ def check_random_state(random_state) -> np.random.Generator:
     Traceback (most recent call last):
     ...
     TypeError: random_state must be None, an int or a numpy.random.Generator, got float
+    >>> check_random_state(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: random_state must be a seed >= 0, got -1
     """
     if random_state is None or isinstance(random_state, np.random.Generator):
         return np.random.default_rng(random_state)
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+    if isinstance(random_state, numbers.Integral) and not isinstance(
+        random_state, (bool, np.bool_)
+    ):
+        if random_state < 0:
+            raise ValueError(f"random_state must be a seed >= 0, got {random_state}")
         return np.random.default_rng(int(random_state))
     raise TypeError(
         "random_state must be None, an int or a numpy.random.Generator, "
         f"got {type(random_state).__name__}"
     )
-
-
-def check_tol(tol) -> float:
-    """Return a convergence tolerance as a float, or raise: it must be a positive real number.
-
-    Examples
-    --------
-    >>> check_tol(1e-8)
-    1e-08
-    >>> check_tol(0)
-    Traceback (most recent call last):
-    ...
-    ValueError: tol must be a positive finite number, got 0.0
-    """
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"tol must be a positive real number, got {type(tol).__name__}")
-    tol = float(tol)
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive finite number, got {tol}")
-    return tol
