@@ -41,6 +41,7 @@ __all__ = [
     "expected_complete_loglik",
     "kl_divergence",
     "log_likelihood",
+    "log_posterior",
     "posterior",
 ]
 
@@ -194,16 +195,25 @@ def entropy(q) -> np.ndarray:
     return _total_or_rows(0.0 - np.sum(xlogy(arr, arr), axis=-1))
 
 
-def kl_divergence(q, p) -> np.ndarray:
-    """KL divergence ``KL(q || p) = sum_k q_k ln(q_k / p_k)`` along the last axis.
+def kl_divergence(q, p=None, *, log_p=None) -> np.ndarray:
+    """KL divergence ``KL(q || p) = sum_k q_k (ln q_k - ln p_k)`` along the last axis.
 
-    Uses ``0 ln(0 / p) = 0`` and gives ``+inf`` where ``q_k > 0`` but ``p_k = 0``.
+    Give ``p`` as probabilities, or ``log_p`` as log-probabilities. The log form is the one
+    to use for a posterior: where a row's log joints differ by more than about 745, the
+    posterior's probabilities underflow to 0 and ``KL`` computed from them is ``+inf``,
+    while ``ln p = log_joint - logsumexp(log_joint)`` stays exact. Uses ``0 ln(0 / p) = 0``
+    and gives ``+inf`` only where ``q_k > 0`` but ``p_k = 0`` (``ln p_k = -inf``).
 
     Parameters
     ----------
-    q, p : array_like
+    q : array_like
         Shape (..., K).
-        Distributions along the last axis, same shape.
+        Distributions along the last axis.
+    p : array_like, optional
+        Same shape; distributions along the last axis.
+    log_p : array_like, optional
+        Same shape; the logarithms of distributions (``-inf`` for probability 0). Exactly
+        one of ``p`` and ``log_p`` is given.
 
     Returns
     -------
@@ -213,21 +223,68 @@ def kl_divergence(q, p) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the shapes differ or either argument is not a distribution along the last axis.
+        If the shapes differ, either argument is not a distribution along the last axis
+        (``exp(log_p)`` must sum to 1 within ``1e-8``), or neither or both of ``p`` and
+        ``log_p`` are given.
 
     Examples
     --------
+    >>> import numpy as np
     >>> print(f"{kl_divergence([0.5, 0.5], [0.9, 0.1]):.6f}")
     0.510826
     >>> print(kl_divergence([[0.5, 0.5], [1.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]]).round(6))
     [0.       0.693147]
     >>> print(kl_divergence([0.5, 0.5], [1.0, 0.0]))
     inf
+    >>> print(f"{kl_divergence([0.5, 0.5], log_p=[0.0, -800.0]):.4f}")  # p = (1, e^-800)
+    399.3069
     """
+    if (p is None) == (log_p is None):
+        raise ValueError("give exactly one of p (probabilities) and log_p (log-probabilities)")
     qa = _check_q(q, name="q")
-    pa = _check_q(p, name="p")
-    check_same_shape(qa, pa, "q", "p")
-    return _total_or_rows(np.sum(rel_entr(qa, pa), axis=-1))
+    if p is not None:
+        pa = _check_q(p, name="p")
+        check_same_shape(qa, pa, "q", "p")
+        return _total_or_rows(np.sum(rel_entr(qa, pa), axis=-1))
+    lp = as_float_array(log_p, "log_p", allow_neg_inf=True)
+    check_same_shape(qa, lp, "q", "log_p")
+    check_distribution(np.exp(lp), "exp(log_p)")
+    return _total_or_rows(_kl_log(qa, lp))
+
+
+def _kl_log(q: np.ndarray, log_p: np.ndarray) -> np.ndarray:
+    """``sum_k q_k (ln q_k - ln p_k)`` over the last axis, ``0 (ln 0 - ln p) = 0``."""
+    terms = np.zeros_like(q)
+    mass = q > 0
+    np.subtract(np.log(q, where=mass, out=np.zeros_like(q)), log_p, out=terms, where=mass)
+    terms *= q
+    # Rounding can make a zero divergence come out as -1e-17; KL is never negative.
+    return np.maximum(np.sum(terms, axis=-1), 0.0)
+
+
+def log_posterior(log_joint) -> np.ndarray:
+    """Log of the posterior, ``ln p(z_n = k | v_n, theta) = log_joint - logsumexp(log_joint)``.
+
+    Exact where :func:`posterior`'s probabilities underflow (log joints of a row more than
+    about 745 apart); ``-inf`` for impossible states.
+
+    Parameters
+    ----------
+    log_joint : array_like
+        Shape (N, K) or (K,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape; ``exp`` of each row sums to 1.
+
+    Examples
+    --------
+    >>> print(log_posterior([0.0, -800.0]))
+    [   0. -800.]
+    """
+    lj = _check_log_joint(log_joint)
+    return lj - logsumexp(lj, axis=-1, keepdims=True)
 
 
 def _q_times_log_joint(lj: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -319,8 +376,9 @@ def decompose(log_joint, q) -> Decomposition:
 
     Each term is computed from its own definition: ``ln p`` by :func:`log_likelihood`,
     ``L`` by :func:`elbo` and ``KL = sum_n KL(q_n || posterior_n)`` by
-    :func:`kl_divergence` against :func:`posterior`, so checking ``ln p = L + KL`` on the
-    result is a real test of equation ``eq-elbo-kl``.
+    :func:`kl_divergence` against :func:`log_posterior` (in log space, so that it stays
+    finite when the posterior's probabilities underflow), so checking ``ln p = L + KL`` on
+    the result is a real test of equation ``eq-elbo-kl``.
 
     Parameters
     ----------
@@ -349,8 +407,11 @@ def decompose(log_joint, q) -> Decomposition:
     >>> d = decompose(lj, [[0.5, 0.5], [0.5, 0.5]])
     >>> print(f"{d.log_likelihood:.6f} = {d.elbo:.6f} + {d.kl:.6f}")
     -1.832581 = -1.976422 + 0.143841
+    >>> d = decompose([[0.0, -800.0, -5.0]], [[0.5, 0.25, 0.25]])  # posterior underflows
+    >>> print(f"{d.log_likelihood:.6f} = {d.elbo:.6f} + {d.kl:.6f}")
+    0.006715 = -200.210279 + 200.216995
     """
     lj = _check_log_joint(log_joint)
     qa = _check_q(q, lj)
-    kl = float(np.sum(kl_divergence(qa, posterior(lj))))
+    kl = float(np.sum(_kl_log(qa, lj - logsumexp(lj, axis=-1, keepdims=True))))
     return Decomposition(log_likelihood(lj), elbo(lj, qa), kl)

@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from emtutor._validation import check_tol
+from emtutor._validation import check_int, check_max_iter, check_real, check_tol
 
 __all__ = [
     "NOISE_RTOL",
     "EMResult",
     "EmptyComponentWarning",
     "LikelihoodDecreaseWarning",
+    "find_decreases",
     "has_converged",
     "run",
 ]
@@ -93,19 +94,60 @@ class EmptyComponentWarning(UserWarning):
 
 
 def _as_finite_float(value: Any, what: str, iteration: int) -> float:
-    """Return ``value`` as a Python float, or raise naming ``what`` and the iteration."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
+    """Return ``value`` as a Python float, or raise naming ``what`` and the iteration.
+
+    Real numbers only: a string such as ``'-3.0'`` or a bool is a bug in the function that
+    returned it, and is refused rather than converted.
+    """
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        value = value.reshape(())[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{what} at iteration {iteration} must be a real number, got {type(value).__name__}"
-        ) from exc
+        )
+    out = float(value)
     if not math.isfinite(out):
         raise ValueError(
             f"{what} at iteration {iteration} is {out}; it must be finite "
             "(an impossible data point or a degenerate parameter value)"
         )
     return out
+
+
+def _noise(current: float) -> float:
+    """Size of a change of ``ln p`` treated as rounding: ``NOISE_RTOL * max(1, |ln p|)``."""
+    return NOISE_RTOL * max(1.0, abs(current))
+
+
+def find_decreases(log_likelihood) -> tuple[tuple[int, float], ...]:
+    """The iterations of a trace where ``ln p`` fell beyond rounding, with the size of the drop.
+
+    Entry ``i`` of ``log_likelihood`` is ``ln p(V | theta_i)``; iteration ``i`` lowered it if
+    ``ln p_i < ln p_{i-1} - 1e-12 max(1, |ln p_i|)`` (the rounding allowance of
+    :func:`has_converged`). Exact EM never does; a decrease is a bug in an E-step or an
+    M-step, or an M-step that does not maximise ``Q`` exactly.
+
+    Parameters
+    ----------
+    log_likelihood : array_like, shape (n_iter + 1,)
+
+    Returns
+    -------
+    tuple of (int, float)
+        ``(iteration, drop)`` pairs with ``drop > 0``, in order; empty for a monotone trace.
+
+    Examples
+    --------
+    >>> find_decreases([-10.0, -9.0, -9.5, -9.5 - 1e-14, -8.0])
+    ((2, 0.5),)
+    """
+    ll = np.asarray(log_likelihood, dtype=float)
+    out = []
+    for i in range(1, ll.size):
+        drop = float(ll[i - 1] - ll[i])
+        if drop > _noise(float(ll[i])):
+            out.append((i, drop))
+    return tuple(out)
 
 
 def has_converged(previous: float, current: float, *, tol: float, iteration: int) -> bool:
@@ -141,7 +183,8 @@ def has_converged(previous: float, current: float, *, tol: float, iteration: int
     previous, current : float
         The log-likelihood before and after the iteration (finite).
     tol : float
-        Positive convergence tolerance, absolute for ``|current| <= 1``, relative above.
+        Convergence tolerance ``>= 0``, absolute for ``|current| <= 1``, relative above.
+        ``tol = 0`` never reports convergence (a run then stops at its ``max_iter``).
     iteration : int
         Number of the iteration that produced ``current`` (the first EM iteration is 1);
         it is only used in messages.
@@ -155,7 +198,7 @@ def has_converged(previous: float, current: float, *, tol: float, iteration: int
     Raises
     ------
     ValueError
-        If ``tol`` is not positive or a log-likelihood is not finite.
+        If ``tol`` is negative or not finite, or a log-likelihood is not finite.
     TypeError
         If an argument is not a real number.
 
@@ -171,13 +214,12 @@ def has_converged(previous: float, current: float, *, tol: float, iteration: int
     True
     """
     tol = check_tol(tol)
-    if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral):
-        raise TypeError(f"iteration must be an integer, got {type(iteration).__name__}")
-    previous = _as_finite_float(previous, "previous log-likelihood", int(iteration))
-    current = _as_finite_float(current, "log-likelihood", int(iteration))
+    iteration = check_int(iteration, "iteration")
+    previous = _as_finite_float(previous, "previous log-likelihood", iteration)
+    current = _as_finite_float(current, "log-likelihood", iteration)
     delta = current - previous
     scale = max(1.0, abs(current))
-    if delta < -NOISE_RTOL * scale:
+    if delta < -_noise(current):
         drop = -delta
         warnings.warn(
             f"log-likelihood decreased at iteration {iteration}: from {previous:.10g} to "
@@ -187,7 +229,7 @@ def has_converged(previous: float, current: float, *, tol: float, iteration: int
             stacklevel=2,
         )
         return False
-    return max(delta, 0.0) < tol * scale
+    return max(delta, 0.0) < tol * scale if tol > 0 else False
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,12 +252,21 @@ class EMResult:
     n_iter : int
         Number of EM iterations performed.
     converged : bool
-        Whether the stopping rule :func:`has_converged` was met before ``max_iter``.
+        Whether the stopping rule :func:`has_converged` was met before ``max_iter`` **and**
+        the log-likelihood never fell beyond rounding during the run. A run with decreases
+        (see ``decreases``) is never reported as converged, even if its last steps were
+        small: its E-step or M-step is not exact EM, and where it stopped is not a fixed
+        point of EM one can trust.
+    decreases : tuple of (int, float)
+        The iterations where ``ln p`` fell beyond rounding and the size of each drop
+        (:func:`find_decreases` of the trace); empty for a correct EM. Each one was also
+        announced by a :class:`LikelihoodDecreaseWarning`.
 
     Notes
     -----
     Instances compare by identity (``eq=False``): the fields hold arrays, for which ``==``
-    is elementwise.
+    is elementwise. The ``repr`` shows the sizes, the final values and the decreases, not
+    the whole trace.
 
     Examples
     --------
@@ -223,6 +274,8 @@ class EMResult:
     >>> res = EMResult(theta=0.5, thetas=[0.2, 0.5], log_likelihood=np.array([-3.0, -2.0]),
     ...                elbo=np.array([-2.5]), n_iter=1, converged=False)
     >>> res.check_sandwich()
+    >>> res
+    EMResult(n_iter=1, converged=False, log_likelihood[-1]=-2, decreases=())
     """
 
     theta: Any
@@ -231,6 +284,16 @@ class EMResult:
     elbo: np.ndarray | None
     n_iter: int
     converged: bool
+    decreases: tuple = ()
+
+    def __repr__(self) -> str:
+        ll = np.asarray(self.log_likelihood, dtype=float)
+        last = f"{ll[-1]:.10g}" if ll.size else "none"
+        drops = ", ".join(f"(iteration {i}: -{d:.3g})" for i, d in self.decreases)
+        return (
+            f"{type(self).__name__}(n_iter={self.n_iter}, converged={self.converged}, "
+            f"log_likelihood[-1]={last}, decreases=({drops}))"
+        )
 
     def check_sandwich(self, rtol: float = 1e-10) -> None:
         """Check ``ln p(theta_i) <= L(q_i, theta_{i+1}) <= ln p(theta_{i+1})`` for every ``i``.
@@ -266,8 +329,7 @@ class EMResult:
             raise ValueError(
                 "this run recorded no ELBO; pass elbo=... to emtutor.em.run to check the sandwich"
             )
-        if not (isinstance(rtol, numbers.Real) and math.isfinite(rtol) and rtol >= 0):
-            raise ValueError(f"rtol must be a non-negative finite number, got {rtol!r}")
+        rtol = check_real(rtol, "rtol", low=0.0)
         ll = np.asarray(self.log_likelihood, dtype=float)
         lb = np.asarray(self.elbo, dtype=float)
         if ll.shape != (lb.size + 1,):
@@ -316,7 +378,8 @@ def run(
     ``theta_i = m_step(q)``, optionally ``L(q, theta_i)``, then ``ln p(V | theta_i)``, and
     stops as soon as :func:`has_converged` says so (or after ``max_iter`` iterations).
     A log-likelihood that goes down issues a :class:`LikelihoodDecreaseWarning` and EM
-    continues; such an iteration never counts as convergence.
+    continues; such an iteration never counts as convergence, the result records it in
+    ``decreases``, and a run with a decrease is not reported as ``converged``.
 
     Parameters
     ----------
@@ -334,7 +397,8 @@ def run(
         ``elbo(q, theta) -> float``, the bound ``L(q, theta)``. If given, the trace records
         ``L(q_i, theta_{i+1})`` for :meth:`EMResult.check_sandwich`.
     tol : float
-        Positive tolerance of the stopping rule (see :func:`has_converged`).
+        Tolerance ``>= 0`` of the stopping rule (see :func:`has_converged`); ``0`` runs
+        exactly ``max_iter`` iterations.
     max_iter : int
         Maximum number of iterations, ``>= 0``; ``0`` only evaluates ``ln p(V | theta0)``.
     callback : callable, optional
@@ -350,7 +414,7 @@ def run(
     Raises
     ------
     ValueError
-        If ``tol <= 0``, ``max_iter < 0``, or a log-likelihood or bound is not finite
+        If ``tol < 0``, ``max_iter < 0``, or a log-likelihood or bound is not finite
         (the message names the iteration).
     TypeError
         If a function argument is not callable, ``max_iter`` is not an integer, or a function
@@ -391,11 +455,7 @@ def run(
     _check_callable(elbo, "elbo", optional=True)
     _check_callable(callback, "callback", optional=True)
     tol = check_tol(tol)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
-        raise TypeError(f"max_iter must be an integer, got {type(max_iter).__name__}")
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-    max_iter = int(max_iter)
+    max_iter = check_max_iter(max_iter)
 
     theta = theta0
     thetas = [theta0]
@@ -423,5 +483,6 @@ def run(
         log_likelihood=np.asarray(lls, dtype=float),
         elbo=None if elbo is None else np.asarray(bounds, dtype=float),
         n_iter=n_iter,
-        converged=converged,
+        converged=converged and not find_decreases(lls),
+        decreases=find_decreases(lls),
     )

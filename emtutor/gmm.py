@@ -103,7 +103,7 @@ class Params(NamedTuple):
     covariances: np.ndarray
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class GMMResult(EMResult):
     """Result of :func:`fit`: an :class:`emtutor.em.EMResult` plus mixture-specific fields.
 
