@@ -207,51 +207,75 @@ def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covari
     return lj
 
 
-#: Largest ``lj_kn - lj_cn`` for which :func:`posterior` measures every log joint from a
-#: reference component's; beyond it (well separated components) it measures each from its
-#: point's largest.
+#: Largest ``max_k lj_kn - lj_cn`` for which :func:`posterior` measures a point's log joints
+#: from the reference component ``c``; a point beyond it is measured from its own largest.
 _REFERENCE_GAP = 100.0
+
+
+def _reference(lj: np.ndarray) -> int:
+    """A component to measure log joints from: the largest on a sample of up to 1024 points.
+
+    Any component with finite log joints gives exact results (points far below it are
+    handled separately); this choice only makes that fallback rare, so it needs no more
+    than a sample.
+    """
+    step = max(1, lj.shape[1] // 1024)
+    with np.errstate(invalid="ignore"):  # -inf - -inf for a weight-0 component
+        return int(np.argmax(lj[:, ::step].sum(axis=1)))
 
 
 def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
     """Responsibilities (K, N) and the total log-likelihood from a (K, N) log joint.
 
     The softmax over the components is computed in place, in ``lj``, which is overwritten.
-    Each column is first measured from its entry in a reference component ``c`` (one of
-    positive weight, whose log joints are all finite), ``u_kn = lj_kn - lj_cn``; if no
-    ``u_kn`` exceeds :data:`_REFERENCE_GAP`, then with ``e_cn = 1``, ``e_kn = exp(u_kn)``
-    and ``s_n = sum_k e_kn``,
+    With ``m_n = max_k lj_kn``, the exact answer is
 
-        r_kn = e_kn / s_n,    ln p(X) = sum_n (lj_cn + ln s_n),
+        r_kn = exp(lj_kn - m_n) / s_n,   s_n = sum_k exp(lj_kn - m_n),
+        ln p(X) = sum_n (m_n + ln s_n),
 
-    which takes ``K - 1`` exponentials per point instead of ``K`` (``exp`` is the main cost
-    of an EM iteration on large data). Otherwise the columns are measured from their
-    largest entry, as :func:`scipy.special.softmax` and :func:`scipy.special.logsumexp` do,
-    so that nothing overflows. Either way no temporary (K, N) array is made, and the sum of
-    logarithms is taken by :func:`_sum_of_logs`.
+    as in :func:`scipy.special.softmax` and :func:`scipy.special.logsumexp`. To save one
+    exponential per point (``exp`` is the main cost of an EM iteration on large data), the
+    log joints of a point are measured from a reference component ``c`` instead of from
+    their maximum whenever that loses nothing: if ``m_n - lj_cn <= 100`` (``_REFERENCE_GAP``),
+    then with ``e_cn = 1`` and ``e_kn = exp(lj_kn - lj_cn) <= e^100``,
+
+        r_kn = e_kn / s_n,   ln p(x_n) = lj_cn + ln s_n,   s_n = sum_k e_kn,
+
+    which is the same softmax, with ``K - 1`` exponentials and no risk of overflow. The
+    points where the reference lies further below the maximum (well separated components)
+    are computed from their own maximum, from a copy of their original log joints, so that
+    no large shift is ever subtracted and added back. The result does not depend on the
+    order of the points. The sum of logarithms is taken by :func:`_sum_of_logs`.
     """
-    k = len(lj)
-    c = int(np.argmax(lj[:, 0]))  # finite in column 0, so of positive weight
-    others = [rows for rows in (slice(0, c), slice(c + 1, k)) if rows.start < rows.stop]
+    k, n = lj.shape
+    c = _reference(lj)
+    m = lj.max(axis=0)
+    with np.errstate(invalid="ignore"):
+        far = ~(m - lj[c] <= _REFERENCE_GAP)  # also NaN: lj_cn = -inf
+    far_idx = np.flatnonzero(far)
+    if far_idx.size:  # exact softmax of these points from their own maximum
+        far_lj = lj[:, far_idx] - m[far_idx]
+        np.exp(far_lj, out=far_lj)
+        far_s = far_lj.sum(axis=0)
+        far_lj /= far_s
+        far_ll = float(m[far_idx].sum() + np.log(far_s).sum())
+        lj[:, far_idx] = 0.0  # harmless values for the reference pass below
     shift = lj[c].copy()
+    others = [rows for rows in (slice(0, c), slice(c + 1, k)) if rows.start < rows.stop]
     for rows in others:
         lj[rows] -= shift
-    gap = max((float(lj[rows].max()) for rows in others), default=-math.inf)
-    if gap <= _REFERENCE_GAP:
-        for rows in others:
-            np.exp(lj[rows], out=lj[rows])
-        lj[c] = 1.0
-        upper = 1.0 + (k - 1) * math.exp(gap)
-    else:
-        lj[c] = 0.0
-        m = lj.max(axis=0)
-        lj -= m
-        np.exp(lj, out=lj)
-        shift += m
-        upper = k
+        np.exp(lj[rows], out=lj[rows])
+    lj[c] = 1.0
     s = lj.sum(axis=0)
     lj /= s
-    return lj, float(shift.sum()) + _sum_of_logs(s, 1.0, upper)
+    if far_idx.size:
+        lj[:, far_idx] = far_lj
+        shift[far_idx] = 0.0
+        s[far_idx] = 1.0
+        total = float(shift.sum()) + far_ll
+    else:
+        total = float(shift.sum())
+    return lj, total + _sum_of_logs(s, 1.0, 1.0 + (k - 1) * math.exp(_REFERENCE_GAP))
 
 
 def _sum_of_logs(s: np.ndarray, lower: float, upper: float) -> float:

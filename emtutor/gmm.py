@@ -40,7 +40,6 @@ does.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -52,7 +51,10 @@ from emtutor import _gaussian as _g
 from emtutor._validation import (
     as_float_array,
     check_distribution,
+    check_int,
+    check_max_iter,
     check_random_state,
+    check_real,
     check_tol,
 )
 from emtutor.em import EmptyComponentWarning, EMResult, run
@@ -148,14 +150,6 @@ def _check_X(X: ArrayLike) -> np.ndarray:
     return as_float_array(X, "X", ndim=2)
 
 
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
 def _check_covariance_type(covariance_type) -> str:
     if covariance_type not in _g.COVARIANCE_TYPES:
         raise ValueError(
@@ -166,11 +160,7 @@ def _check_covariance_type(covariance_type) -> str:
 
 
 def _check_reg_covar(reg_covar) -> float:
-    if isinstance(reg_covar, bool) or not isinstance(reg_covar, numbers.Real):
-        raise TypeError(f"reg_covar must be a real number, got {type(reg_covar).__name__}")
-    if not (math.isfinite(reg_covar) and reg_covar >= 0):
-        raise ValueError(f"reg_covar must be a finite number >= 0, got {reg_covar}")
-    return float(reg_covar)
+    return check_real(reg_covar, "reg_covar", low=0.0)
 
 
 def _check_positive_definite(covariances: np.ndarray, what: str, hint: str = "") -> None:
@@ -696,7 +686,8 @@ def predict_proba(X: ArrayLike, params: Params) -> np.ndarray:
 def predict(X: ArrayLike, params: Params) -> np.ndarray:
     """Most probable component ``argmax_k p(z_n = k | x_n, theta)`` of each point, shape (N,).
 
-    Ties go to the lowest index.
+    The argmax of :func:`predict_proba`'s rows, so the two always agree; ties go to the
+    lowest index.
 
     Examples
     --------
@@ -705,7 +696,7 @@ def predict(X: ArrayLike, params: Params) -> np.ndarray:
     [0 0 1]
     """
     problem, theta = _prepare(X, params)
-    return np.argmax(problem.log_joint(theta), axis=0)
+    return np.argmax(problem.e_step(theta), axis=0)
 
 
 def sample(
@@ -735,7 +726,7 @@ def sample(
     (1000, 1) 0.77 5.0
     """
     params = check_params(params)
-    n = _check_int(n, "n", 1)
+    n = check_int(n, "n", low=1)
     rng = check_random_state(random_state)
     weights, means, covariances = params
     z = rng.choice(len(weights), size=n, p=weights / weights.sum())
@@ -834,8 +825,9 @@ def fit(
     max_iter : int
         Maximum number of EM iterations (``>= 0``).
     tol : float
-        Positive tolerance of :func:`emtutor.em.has_converged`: stop when the log-likelihood
-        rose by less than ``tol * max(1, |ln p|)``.
+        Tolerance ``>= 0`` of :func:`emtutor.em.has_converged`: stop when the log-likelihood
+        rose by less than ``tol * max(1, |ln p|)``; ``0`` runs exactly ``max_iter``
+        iterations.
     reg_covar : float
         Non-negative amount added to the diagonal of each covariance after every M-step (and
         at initialisation), as in scikit-learn. It bounds covariances away from zero, so a
@@ -893,11 +885,11 @@ def fit(
     """
     X = _check_X(X)
     n = X.shape[0]
-    k = _check_int(n_components, "n_components", 1)
+    k = check_int(n_components, "n_components", low=1)
     if k > n:
         raise ValueError(f"n_components = {k} exceeds the number of data points N = {n}")
-    n_init = _check_int(n_init, "n_init", 1)
-    max_iter = _check_int(max_iter, "max_iter", 0)
+    n_init = check_int(n_init, "n_init", low=1)
+    max_iter = check_max_iter(max_iter)
     reg_covar = _check_reg_covar(reg_covar)
     check_tol(tol)
     if isinstance(init, str):
@@ -950,6 +942,7 @@ def fit(
         elbo=trace.elbo,
         n_iter=trace.n_iter,
         converged=trace.converged,
+        decreases=trace.decreases,
         responsibilities=np.ascontiguousarray(resp.T),
         covariance_type=covariance_type,
     )

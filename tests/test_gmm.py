@@ -560,8 +560,12 @@ def test_bad_data(X, exc, match, func):
         ({"init": GOOD._replace(weights=[0.7, 0.7])}, ValueError, "weights must sum to 1"),
         ({"n_init": 0}, ValueError, "n_init must be >= 1"),
         ({"max_iter": -1}, ValueError, "max_iter must be >= 0"),
-        ({"tol": 0.0}, ValueError, "tol must be a positive finite number"),
-        ({"tol": "small"}, TypeError, "tol must be a positive real number"),
+        ({"tol": -1e-3}, ValueError, "tol must be a finite number >= 0, got -0.001"),
+        ({"tol": np.nan}, ValueError, "tol must be a finite number >= 0, got nan"),
+        ({"tol": "small"}, TypeError, "tol must be a real number, got str"),
+        ({"max_iter": 10.0}, TypeError, "max_iter must be an integer, got float"),
+        ({"max_iter": "10"}, TypeError, "max_iter must be an integer, got str"),
+        ({"random_state": -1}, ValueError, "random_state must be a seed >= 0, got -1"),
         ({"reg_covar": -1e-6}, ValueError, "reg_covar must be a finite number >= 0"),
         ({"reg_covar": None}, TypeError, "reg_covar must be a real number"),
         ({"random_state": "seed"}, TypeError, "random_state must be None, an int or a numpy"),
@@ -571,6 +575,32 @@ def test_bad_fit_options(kwargs, exc, match):
     kwargs = {"n_components": 2, **kwargs}
     with pytest.raises(exc, match=match):
         gmm.fit(X_GOOD, **kwargs)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_tol_zero_runs_exactly_max_iter_iterations(covariance_type):
+    res = gmm.fit(X_GOOD, 2, covariance_type=covariance_type, tol=0, max_iter=7, random_state=0)
+    assert res.n_iter == 7 and len(res.log_likelihood) == 8 and not res.converged
+    assert res.decreases == ()
+
+
+@pytest.mark.parametrize("func", ["fit", "e_step", "log_likelihood", "predict", "m_step"])
+def test_complex_data_are_refused(func):
+    Xc = X_GOOD.astype(complex)
+    Xc[0, 0] += 1e-3j
+    args = {
+        "fit": lambda: gmm.fit(Xc, 2),
+        "m_step": lambda: gmm.m_step(Xc, np.full((len(Xc), 2), 0.5), covariance_type="full"),
+    }.get(func, lambda: getattr(gmm, func)(Xc, GOOD))
+    with pytest.raises(TypeError, match="X must hold real numbers, got complex values"):
+        args()
+
+
+def test_fit_result_repr_is_short():
+    res = gmm.fit(X_GOOD, 2, max_iter=3, tol=0, random_state=0)
+    text = repr(res)
+    assert text.startswith("GMMResult(n_iter=3, converged=False, log_likelihood[-1]=")
+    assert text.endswith("decreases=())") and len(text) < 200
 
 
 @pytest.mark.parametrize(
