@@ -5,6 +5,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import norm
 
 from emtutor import bounds, coins, em
@@ -60,11 +62,13 @@ def test_has_converged_noise_does_not_warn():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"tol": 0.0}, ValueError, "tol must be a positive finite number, got 0.0"),
-        ({"tol": -1e-3}, ValueError, "tol must be a positive"),
-        ({"tol": np.nan}, ValueError, "tol must be a positive"),
-        ({"tol": "1e-3"}, TypeError, "tol must be a positive real number, got str"),
-        ({"tol": True}, TypeError, "tol must be a positive real number, got bool"),
+        ({"tol": -1e-3}, ValueError, "tol must be a finite number >= 0, got -0.001"),
+        ({"tol": np.nan}, ValueError, "tol must be a finite number >= 0, got nan"),
+        ({"tol": np.inf}, ValueError, "tol must be a finite number >= 0, got inf"),
+        ({"tol": "1e-3"}, TypeError, "tol must be a real number, got str"),
+        ({"tol": True}, TypeError, "tol must be a real number, got bool"),
+        ({"current": "-3.0"}, TypeError, "log-likelihood at iteration 4 must be a real number"),
+        ({"current": True}, TypeError, "log-likelihood at iteration 4 must be a real number"),
         ({"previous": np.nan}, ValueError, "previous log-likelihood at iteration 4 is nan"),
         ({"current": -np.inf}, ValueError, "log-likelihood at iteration 4 is -inf"),
         ({"current": "x"}, TypeError, "log-likelihood at iteration 4 must be a real number"),
@@ -268,7 +272,7 @@ def test_check_sandwich_tolerance_scales_with_magnitude():
     res.check_sandwich(rtol=1e-10)  # 5e-5 < 1e-10 * 1e6
     with pytest.raises(AssertionError, match="iteration 0"):
         res.check_sandwich(rtol=1e-12)
-    with pytest.raises(ValueError, match="rtol must be a non-negative"):
+    with pytest.raises(ValueError, match="rtol must be a finite number >= 0"):
         res.check_sandwich(rtol=-1.0)
 
 
@@ -276,8 +280,11 @@ def test_check_sandwich_tolerance_scales_with_magnitude():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"tol": 0}, ValueError, "tol must be a positive finite number"),
-        ({"tol": -1.0}, ValueError, "tol must be a positive"),
+        ({"tol": -1.0}, ValueError, "tol must be a finite number >= 0, got -1.0"),
+        ({"tol": "0"}, TypeError, "tol must be a real number, got str"),
+        ({"max_iter": "abc"}, TypeError, "max_iter must be an integer, got str"),
+        ({"max_iter": None}, TypeError, "max_iter must be an integer, got NoneType"),
+        ({"max_iter": 10.0}, TypeError, "max_iter must be an integer, got float"),
         ({"max_iter": -1}, ValueError, "max_iter must be >= 0, got -1"),
         ({"max_iter": 2.5}, TypeError, "max_iter must be an integer, got float"),
         ({"max_iter": True}, TypeError, "max_iter must be an integer, got bool"),
@@ -309,3 +316,73 @@ def test_run_non_finite_log_likelihood_names_iteration():
         em.run(0.0, lambda t: t, lambda q: q + 1, lambda t: -1.0, elbo=lambda q, t: np.nan)
     with pytest.raises(TypeError, match="log-likelihood at iteration 0 must be a real number"):
         em.run(0.0, lambda t: t, lambda q: q, lambda t: [1.0, 2.0])
+
+
+# ---------------------------------------------------------------- tol = 0 and decreases
+def test_has_converged_with_tol_zero_never_converges():
+    assert has_converged(-3.0, -3.0, tol=0, iteration=1) is False
+    assert has_converged(-3.0, -3.0 - 1e-14, tol=0.0, iteration=1) is False
+
+
+@pytest.mark.parametrize("max_iter", [0, 1, 25])
+def test_run_with_tol_zero_runs_exactly_max_iter_iterations(max_iter):
+    e_step, m_step, log_likelihood, bound = coin_functions()
+    res = em.run(P0, e_step, m_step, log_likelihood, elbo=bound, tol=0, max_iter=max_iter)
+    assert res.n_iter == max_iter and len(res.thetas) == max_iter + 1
+    assert not res.converged and res.decreases == ()
+    res.check_sandwich()
+
+
+@pytest.mark.parametrize(
+    ("value", "name"), [("-3.0", "str"), (True, "bool"), (None, "NoneType"), ([1.0], "list")]
+)
+def test_run_refuses_a_log_likelihood_that_is_not_a_real_number(value, name):
+    with pytest.raises(TypeError, match=f"log-likelihood at iteration 0 must be a real number, "
+                                        f"got {name}"):
+        em.run(0.0, lambda t: t, lambda q: q, lambda t: value)
+
+
+def test_run_accepts_numpy_scalars_and_one_element_arrays():
+    res = em.run(0.0, lambda t: t, lambda q: q, lambda t: np.array([-1.5]), max_iter=2)
+    assert res.log_likelihood.tolist() == [-1.5, -1.5]
+    res = em.run(0.0, lambda t: t, lambda q: q, lambda t: np.float32(-1.5), max_iter=2)
+    assert res.converged
+
+
+def buggy_run(drops):
+    """em.run on a fake model whose log-likelihood follows ``drops`` (a bad M-step)."""
+    values = iter(drops)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = em.run(0, lambda t: t, lambda q: q + 1, lambda t: next(values),
+                     max_iter=len(drops) - 1, tol=1e-3)
+    return res, caught
+
+
+def test_decreases_are_recorded_and_a_run_with_one_never_looks_converged():
+    # The last step is tiny (converged by the rule), but iterations 2 and 4 went down.
+    res, caught = buggy_run([-10.0, -9.0, -9.5, -9.0, -9.25, -9.2, -9.2 + 1e-9])
+    assert res.n_iter == 6
+    assert [i for i, _ in res.decreases] == [2, 4]
+    assert res.decreases[0][1] == pytest.approx(0.5) and res.decreases[1][1] == pytest.approx(0.25)
+    assert res.converged is False
+    assert sum(issubclass(w.category, LikelihoodDecreaseWarning) for w in caught) == 2
+    assert "decreases=((iteration 2: -0.5), (iteration 4: -0.25))" in repr(res)
+
+
+def test_rounding_noise_is_not_a_decrease():
+    res, caught = buggy_run([-10.0, -9.0, -9.0 - 1e-13, -9.0 - 1e-13])
+    assert res.decreases == () and res.converged
+    assert not caught
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=30))
+def test_find_decreases_is_every_drop_beyond_rounding(trace):
+    found = dict(em.find_decreases(trace))
+    for i in range(1, len(trace)):
+        drop = trace[i - 1] - trace[i]
+        beyond = drop > em.NOISE_RTOL * max(1.0, abs(trace[i]))
+        assert (i in found) == beyond
+        if beyond:
+            assert found[i] == drop
