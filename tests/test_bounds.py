@@ -241,3 +241,66 @@ def test_bad_entropy_and_kl_inputs():
         bounds.kl_divergence([0.5, 0.5], [1.5, -0.5])
     with pytest.raises(ValueError, match="q and p must have the same shape"):
         bounds.kl_divergence([0.5, 0.5], [0.2, 0.3, 0.5])
+
+
+# ------------------------------------------------ the KL gap when the posterior underflows
+def kl_by_definition(lj: np.ndarray, q: np.ndarray) -> float:
+    """sum_n sum_k q_nk (ln q_nk - ln p(z_n = k | v_n)), written out term by term in log space."""
+    total = 0.0
+    for row, qrow in zip(np.atleast_2d(lj), np.atleast_2d(q), strict=True):
+        log_post = row - logsumexp(row)
+        pairs = zip(qrow, log_post, strict=True)
+        total += sum(qk * (np.log(qk) - lp) for qk, lp in pairs if qk > 0)
+    return float(total)
+
+
+def test_decompose_example_whose_posterior_underflows():
+    d = bounds.decompose([[0.0, -800.0, -5.0]], [[0.5, 0.25, 0.25]])
+    assert np.isfinite(d.kl)
+    assert d.kl == pytest.approx(200.216994577649, rel=1e-12)
+    assert d.log_likelihood == pytest.approx(d.elbo + d.kl, rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    k=st.integers(2, 6),
+    n=st.integers(1, 8),
+    spread=st.sampled_from([1.0, 800.0, 1e3, 1e4]),
+    offset=st.sampled_from([0.0, -1e3, -1e6]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_decomposition_holds_whatever_the_spread_of_a_row(k, n, spread, offset, seed):
+    rng = np.random.default_rng(seed)
+    lj = offset + spread * rng.uniform(-1.0, 0.0, size=(n, k))
+    q = rng.dirichlet(np.ones(k), size=n)
+    d = bounds.decompose(lj, q)
+    assert np.isfinite(d.kl) and d.kl >= 0
+    scale = max(1.0, abs(d.log_likelihood))
+    assert abs(d.log_likelihood - (d.elbo + d.kl)) <= 1e-10 * scale
+    assert d.kl == pytest.approx(kl_by_definition(lj, q), rel=1e-10, abs=1e-10)
+    assert bounds.kl_divergence(q, log_p=bounds.log_posterior(lj)).sum() == pytest.approx(
+        d.kl, rel=1e-12, abs=1e-12
+    )
+
+
+def test_kl_is_infinite_only_for_truly_impossible_states():
+    lj = np.array([[0.0, -np.inf, -1e4]])
+    assert np.isfinite(bounds.decompose(lj, [[0.5, 0.0, 0.5]]).kl)
+    assert bounds.decompose(lj, [[0.5, 0.5, 0.0]]).kl == np.inf
+    assert bounds.kl_divergence([0.5, 0.5], log_p=[0.0, -np.inf]) == np.inf
+
+
+def test_kl_divergence_needs_exactly_one_of_p_and_log_p():
+    with pytest.raises(ValueError, match="exactly one of p"):
+        bounds.kl_divergence([0.5, 0.5])
+    with pytest.raises(ValueError, match="exactly one of p"):
+        bounds.kl_divergence([0.5, 0.5], [0.5, 0.5], log_p=[0.0, 0.0])
+    with pytest.raises(ValueError, match="exp\\(log_p\\) must sum to 1"):
+        bounds.kl_divergence([0.5, 0.5], log_p=[0.0, 0.0])
+
+
+def test_complex_and_string_inputs_are_refused():
+    with pytest.raises(TypeError, match="log_joint must hold real numbers"):
+        bounds.log_likelihood(np.array([[0.0, 1j]]))
+    with pytest.raises(TypeError, match="q must be an array of numbers"):
+        bounds.entropy([["0.5", "0.5"]])
