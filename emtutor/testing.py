@@ -22,6 +22,7 @@ __all__ = [
     "check_decomposition",
     "check_gradient",
     "check_posterior",
+    "rel_err",
 ]
 
 
@@ -312,3 +313,37 @@ def check_posterior(q, log_joint, *, atol: float = 1e-10) -> float:
             f"posterior = {p2[n, k]:.12g}, difference {worst:.3g} (allowed {atol:.3g})"
         )
     return worst
+
+
+def rel_err(a, b) -> float:
+    """Largest relative distance between ``a`` and ``b``, ``|a - b| / max(|a|, |b|, 1)``.
+
+    The measure the course uses for "both sides of a step agree": relative for numbers
+    larger than 1 in magnitude, absolute below (so two values near zero compare sensibly).
+
+    Parameters
+    ----------
+    a, b : array_like
+        Numbers or arrays of the same shape (broadcast together).
+
+    Returns
+    -------
+    float
+        The largest entry; ``0.0`` for identical inputs, ``inf`` if one side is infinite
+        and the other not.
+
+    Examples
+    --------
+    >>> rel_err(1000.0, 1000.001)
+    1e-06
+    >>> rel_err([0.0, 1e-20], [1e-15, 0.0])
+    1e-15
+    """
+    a = as_float_array(a, "a", allow_neg_inf=True)
+    b = as_float_array(b, "b", allow_neg_inf=True)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(a == b, 0.0, np.abs(a - b))
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1.0)
+    with np.errstate(invalid="ignore"):
+        out = np.where(diff == 0.0, 0.0, diff / scale)
+    return float(np.max(np.where(np.isnan(out), np.inf, out)))
