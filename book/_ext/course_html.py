@@ -3,6 +3,8 @@
 * sphinx-thebe and sphinx-togglebutton register their inline scripts twice (once with
   no file name, once with an empty one), so every page declared ``THEBE_JS_URL`` twice
   and the browser logged a SyntaxError: keep one copy of every script.
+* The bibliography is labelled the way the text cites, "Dempster et al., 1977", with the
+  pybtex style ``authoryear`` registered here (``:style: authoryear`` on the page).
 * MathJax is served from the built site (``_static/mathjax``, copied there by the
   ``sphinx-mathjax-offline`` extension), never from a CDN: the pages must render their
   mathematics offline. A page that still points elsewhere fails the build.
@@ -10,7 +12,46 @@
 
 from __future__ import annotations
 
+from pybtex.plugin import register_plugin
+from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
 from sphinx.application import Sphinx
+
+
+def author_year(entry) -> str:
+    """"Misra, 2019", "Neal and Hinton, 1998", "Dempster et al., 1977" for a bib entry.
+
+    The same names and years as sphinxcontrib-bibtex's ``author_year`` citations in the
+    text, so a reader finds "[Misra, 2019]" in the list under that very label.
+    """
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    last = [" ".join(p.last_names) for p in persons]
+    if not last:
+        names = entry.fields.get("title", entry.key)
+    elif len(last) == 1:
+        names = last[0]
+    elif len(last) == 2:
+        names = f"{last[0]} and {last[1]}"
+    else:
+        names = f"{last[0]} et al."
+    return f"{names}, {entry.fields.get('year', 'n.d.')}"
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    def format_labels(self, sorted_entries):
+        for entry in sorted_entries:
+            yield author_year(entry)
+
+
+class AuthorYearStyle(UnsrtStyle):
+    """The ``unsrt`` entry format, author-year labels, sorted by author, year and title."""
+
+    default_label_style = "authoryear"
+    default_sorting_style = "author_year_title"
+
+
+register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabels)
+register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
 
 
 def _key(script) -> tuple:
