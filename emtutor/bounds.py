@@ -9,12 +9,12 @@ For data points ``v_1, ..., v_N`` that each have one discrete latent variable
 (N, K) array ``q`` whose rows are distributions ``q_n(z_n)``. The functions here are the
 course's equations written as code:
 
-* :func:`log_likelihood`, equation ``eq-latent-loglik``:
+* :func:`log_likelihood`, equation :eq:`eq-latent-loglik`:
   ``ln p(V | theta) = sum_n ln sum_k p(v_n, z_n = k | theta)``;
 * :func:`posterior`, the E-step ``p(z_n = k | v_n, theta)``;
-* :func:`elbo`, :func:`kl_divergence` and :func:`decompose`, equation ``eq-elbo-kl``:
+* :func:`elbo`, :func:`kl_divergence` and :func:`decompose`, equation :eq:`eq-elbo-kl`:
   ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))``;
-* :func:`expected_complete_loglik` and :func:`entropy`, equation ``eq-bound-after-estep``:
+* :func:`expected_complete_loglik` and :func:`entropy`, equation :eq:`eq-bound-after-estep`:
   ``L(q, theta) = Q(theta, theta_old) + H(q)`` when ``q = p(Z | V, theta_old)``.
 
 A 1-D input of shape (K,) is treated as a single data point (one row); totals are then
@@ -103,7 +103,7 @@ def _total_or_rows(values: np.ndarray):
 def log_likelihood(log_joint) -> float:
     """Incomplete-data log-likelihood ``ln p(V | theta) = sum_n logsumexp_k log_joint[n, k]``.
 
-    This is equation ``eq-latent-loglik`` for independent data points, evaluated in log space.
+    This is equation :eq:`eq-latent-loglik` for independent data points, evaluated in log space.
 
     Parameters
     ----------
@@ -296,8 +296,8 @@ def expected_complete_loglik(log_joint, q) -> float:
     """``Q = sum_n sum_k q_nk ln p(v_n, z_n = k | theta)``, with ``0 * (-inf) = 0``.
 
     With ``q`` the posterior at ``theta_old`` and ``log_joint`` evaluated at ``theta``, this
-    is ``Q(theta, theta_old)``, the function the M-step maximises (equation ``eq-m-step``),
-    and ``L(q, theta) = Q(theta, theta_old) + H(q)`` (equation ``eq-bound-after-estep``).
+    is ``Q(theta, theta_old)``, the function the M-step maximises (equation :eq:`eq-m-step`),
+    and ``L(q, theta) = Q(theta, theta_old) + H(q)`` (equation :eq:`eq-bound-after-estep`).
 
     Parameters
     ----------
@@ -336,7 +336,7 @@ def elbo(log_joint, q) -> float:
     """Evidence lower bound ``L(q, theta) = sum_n sum_k q_nk (log_joint[n, k] - ln q_nk)``.
 
     Uses ``0 ln 0 = 0`` and ``0 * (-inf) = 0``; ``L <= ln p(V | theta)`` with equality iff
-    every row of ``q`` is the posterior (equation ``eq-elbo-kl``).
+    every row of ``q`` is the posterior (equation :eq:`eq-elbo-kl`).
 
     Parameters
     ----------
@@ -378,7 +378,7 @@ def decompose(log_joint, q) -> Decomposition:
     ``L`` by :func:`elbo` and ``KL = sum_n KL(q_n || posterior_n)`` by
     :func:`kl_divergence` against :func:`log_posterior` (in log space, so that it stays
     finite when the posterior's probabilities underflow), so checking ``ln p = L + KL`` on
-    the result is a real test of equation ``eq-elbo-kl``.
+    the result is a real test of equation :eq:`eq-elbo-kl`.
 
     Parameters
     ----------

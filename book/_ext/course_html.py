@@ -5,6 +5,8 @@
   and the browser logged a SyntaxError: keep one copy of every script.
 * The bibliography is labelled the way the text cites, "Dempster et al., 1977", with the
   pybtex style ``authoryear`` registered here (``:style: authoryear`` on the page).
+* NamedTuple fields are documented once, in their class's ``Attributes`` section, not
+  again as "Alias for field number N".
 * MathJax is served from the built site (``_static/mathjax``, copied there by the
   ``sphinx-mathjax-offline`` extension), never from a CDN: the pages must render their
   mathematics offline. A page that still points elsewhere fails the build.
@@ -78,6 +80,17 @@ def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
     context["script_files"] = unique
 
 
+def skip_namedtuple_fields(app: Sphinx, what: str, name: str, obj, skip: bool, options):
+    """Leave out the "Alias for field number N" entries of NamedTuple fields.
+
+    Every NamedTuple of ``emtutor`` documents its fields in the ``Attributes`` section of
+    its docstring, which the page shows; the generated aliases would say nothing more.
+    """
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    return None
+
+
 def check_mathjax_path(app: Sphinx) -> None:
     path = str(app.config.mathjax_path)
     if "://" in path:
@@ -90,4 +103,5 @@ def check_mathjax_path(app: Sphinx) -> None:
 def setup(app: Sphinx) -> dict:
     app.connect("html-page-context", dedupe_scripts, priority=900)
     app.connect("builder-inited", check_mathjax_path)
+    app.connect("autodoc-skip-member", skip_namedtuple_fields)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
