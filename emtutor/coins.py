@@ -24,10 +24,17 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import gammaln, xlog1py, xlogy
 
 from emtutor import bounds, em
-from emtutor._validation import as_float_array, check_distribution
+from emtutor._validation import (
+    as_float_array,
+    as_int_array,
+    check_distribution,
+    check_max_iter,
+    check_tol,
+)
 from emtutor.em import EmptyComponentWarning
 
 __all__ = [
@@ -87,7 +94,8 @@ def from_strings(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     TypeError
-        If ``sequences`` is a single string or holds something other than strings.
+        If ``sequences`` is a single string, is not iterable, or holds something other than
+        strings.
     ValueError
         If there are no sets, a set is empty, or a character is neither H nor T.
 
@@ -101,7 +109,13 @@ def from_strings(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(
             "sequences must be a list of strings, one per set of tosses, not a single string"
         )
-    seqs = list(sequences)
+    try:
+        seqs = list(sequences)
+    except TypeError as exc:
+        raise TypeError(
+            "sequences must be a list of strings, one per set of tosses, got "
+            f"{type(sequences).__name__}"
+        ) from exc
     if not seqs:
         raise ValueError("sequences is empty; at least one set of tosses is needed")
     heads = np.empty(len(seqs), dtype=int)
@@ -125,26 +139,22 @@ def from_strings(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_counts(heads, n_tosses) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the counts; return ``heads`` and ``n_tosses`` as float arrays of shape (N,)."""
-    h = as_float_array(heads, "heads", ndim=1)
-    n = as_float_array(n_tosses, "n_tosses", ndim=(0, 1))
-    for arr, name in ((h, "heads"), (n, "n_tosses")):
-        frac = arr != np.round(arr)
-        if frac.any():
-            i = int(np.argmax(frac.ravel()))
-            raise ValueError(f"{name} must be whole numbers, got {arr.ravel()[i]} at index {i}")
-    if (h < 0).any():
-        i = int(np.argmax(h < 0))
-        raise ValueError(f"heads must be non-negative, got {h[i]:g} at index {i}")
+    """Validate the counts; return ``heads`` and ``n_tosses`` as float arrays of shape (N,).
+
+    Counts are whole numbers: integer arrays, or float arrays holding whole numbers (data read
+    from a text file); booleans, strings, complex numbers and fractions are refused.
+    """
+    # as_float_array first, for its messages about NaN and infinities
+    as_float_array(heads, "heads", ndim=1)
+    as_float_array(n_tosses, "n_tosses", ndim=(0, 1))
+    h = as_int_array(heads, "heads", ndim=1, low=0).astype(float)
+    n = as_int_array(n_tosses, "n_tosses", ndim=(0, 1), low=1).astype(float)
     if n.ndim == 1 and n.shape != h.shape:
         raise ValueError(
             f"n_tosses must be one number or one per set: heads has shape {h.shape}, "
             f"n_tosses has shape {n.shape}"
         )
     n = np.broadcast_to(n, h.shape)
-    if (n < 1).any():
-        i = int(np.argmax(n < 1))
-        raise ValueError(f"n_tosses must be at least 1, got {n[i]:g} for set {i}")
     over = h > n
     if over.any():
         i = int(np.argmax(over))
@@ -152,6 +162,13 @@ def _check_counts(heads, n_tosses) -> tuple[np.ndarray, np.ndarray]:
             f"set {i} has more heads than tosses: heads = {h[i]:g} > n_tosses = {n[i]:g}"
         )
     return h, n
+
+
+def _check_bool(value, name: str) -> bool:
+    """Return a flag as a Python bool; anything but ``True``/``False`` is a ``TypeError``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
 
 
 def _check_resp(resp, n_sets: int) -> np.ndarray:
@@ -162,27 +179,39 @@ def _check_resp(resp, n_sets: int) -> np.ndarray:
     return check_distribution(r, "resp")
 
 
-def _check_params(params) -> Params:
-    """Validate ``(theta, weights)``; return a :class:`Params` of float arrays."""
-    try:
-        theta_in, weights_in = params
-    except (TypeError, ValueError) as exc:
-        raise TypeError("params must be a pair (theta, weights), e.g. a coins.Params") from exc
-    theta = as_float_array(theta_in, "theta", ndim=1)
+def _check_params(params, name: str = "params", theta_name: str = "theta") -> Params:
+    """Validate ``(theta, weights)``; return a :class:`Params` of float arrays.
+
+    ``params`` must be a :class:`Params` or another pair (tuple, list, or array of two rows);
+    a dict is refused rather than unpacked into its keys.
+    """
+    if isinstance(params, dict):
+        raise TypeError(
+            f"{name} must be a coins.Params or a (theta, weights) pair, got a dict with keys "
+            f"{sorted(map(str, params))}; use coins.Params(theta=..., weights=...)"
+        )
+    if not isinstance(params, (tuple, list, np.ndarray)) or len(params) != 2:
+        got = type(params).__name__
+        if isinstance(params, (tuple, list, np.ndarray)):
+            got += f" of length {len(params)}"
+        raise TypeError(f"{name} must be a coins.Params or a (theta, weights) pair, got {got}")
+    theta_in, weights_in = params
+    theta = as_float_array(theta_in, theta_name, ndim=1)
     weights = as_float_array(weights_in, "weights", ndim=1)
     if theta.shape != weights.shape:
         raise ValueError(
-            f"theta and weights must have one entry per coin, got {theta.size} and {weights.size}"
+            f"{theta_name} and weights must have one entry per coin, got {theta.size} and "
+            f"{weights.size}"
         )
     outside = (theta < 0) | (theta > 1)
     if outside.any():
         k = int(np.argmax(outside))
-        raise ValueError(f"theta must lie in [0, 1], got theta[{k}] = {theta[k]:g}")
+        raise ValueError(f"{theta_name} must lie in [0, 1], got {theta_name}[{k}] = {theta[k]:g}")
     check_distribution(weights, "weights")
     return Params(theta, weights)
 
 
-def log_joint(heads, n_tosses, params: Params) -> np.ndarray:
+def log_joint(heads: ArrayLike, n_tosses: ArrayLike, params: Params) -> np.ndarray:
     """``ln p(v_n, z_n = k | theta)`` for every set ``n`` and coin ``k``, shape (N, K).
 
     Includes the log binomial coefficient ``ln C(n_n, h_n)``, so the rows' ``logsumexp`` is
@@ -207,6 +236,10 @@ def log_joint(heads, n_tosses, params: Params) -> np.ndarray:
 
     Raises
     ------
+    TypeError
+        If ``params`` is not a :class:`Params` or ``(theta, weights)`` pair, or an array
+        holds something other than real numbers (strings, complex numbers; booleans for
+        the counts).
     ValueError
         If the counts or parameters are invalid (see :func:`fit`).
 
@@ -229,7 +262,7 @@ def log_joint(heads, n_tosses, params: Params) -> np.ndarray:
     )
 
 
-def e_step(heads, n_tosses, params: Params) -> np.ndarray:
+def e_step(heads: ArrayLike, n_tosses: ArrayLike, params: Params) -> np.ndarray:
     """Responsibilities ``r_nk = p(z_n = k | v_n, theta)``, shape (N, K), rows summing to 1.
 
     Raises
@@ -250,13 +283,13 @@ def e_step(heads, n_tosses, params: Params) -> np.ndarray:
 
 
 def m_step(
-    heads,
-    n_tosses,
-    resp,
+    heads: ArrayLike,
+    n_tosses: ArrayLike,
+    resp: ArrayLike,
     *,
     estimate_weights: bool = True,
-    weights=None,
-    theta_old=None,
+    weights: ArrayLike | None = None,
+    theta_old: ArrayLike | None = None,
 ) -> Params:
     """Maximise the expected complete-data log-likelihood for given responsibilities.
 
@@ -293,9 +326,13 @@ def m_step(
 
     Raises
     ------
+    TypeError
+        If ``estimate_weights`` is not a bool, or an array holds something other than real
+        numbers.
     ValueError
-        If the counts are invalid, ``resp`` is not (N, K) with rows summing to 1, or
-        ``weights``/``theta_old`` do not have K valid entries.
+        If the counts are invalid, ``resp`` is not (N, K) with rows summing to 1 (the
+        message gives the sum and its deviation from 1), or ``weights``/``theta_old`` do not
+        have K valid entries.
 
     Examples
     --------
@@ -304,6 +341,7 @@ def m_step(
     >>> print(p.theta.round(4), p.weights)
     [0.756  0.6067] [0.5 0.5]
     """
+    estimate_weights = _check_bool(estimate_weights, "estimate_weights")
     h, n = _check_counts(heads, n_tosses)
     r = _check_resp(resp, h.size)
     n_coins = r.shape[1]
@@ -326,7 +364,9 @@ def m_step(
             raise ValueError(
                 f"theta_old has {fallback.size} entries but resp has {n_coins} columns"
             )
-        fallback = _check_params((fallback, np.full(n_coins, 1.0 / n_coins))).theta
+        fallback = _check_params(
+            (fallback, np.full(n_coins, 1.0 / n_coins)), theta_name="theta_old"
+        ).theta
     exp_heads = r.T @ h
     exp_tails = r.T @ (n - h)
     exp_tosses = exp_heads + exp_tails
@@ -349,7 +389,7 @@ def m_step(
     return Params(theta, new_weights)
 
 
-def log_likelihood(heads, n_tosses, params: Params) -> float:
+def log_likelihood(heads: ArrayLike, n_tosses: ArrayLike, params: Params) -> float:
     """Total log-likelihood ``ln p(V | theta) = sum_n ln sum_k p(v_n, z_n = k | theta)``.
 
     Raises
@@ -365,7 +405,9 @@ def log_likelihood(heads, n_tosses, params: Params) -> float:
     return bounds.log_likelihood(log_joint(heads, n_tosses, params))
 
 
-def expected_counts(heads, n_tosses, resp) -> tuple[np.ndarray, np.ndarray]:
+def expected_counts(
+    heads: ArrayLike, n_tosses: ArrayLike, resp: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """Expected heads and tails attributed to each coin: ``sum_n r_nk h_n``, ``sum_n r_nk t_n``.
 
     These are the entries of the table in Do and Batzoglou (2008), Figure 1b.
@@ -398,8 +440,8 @@ def expected_counts(heads, n_tosses, resp) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit(
-    heads,
-    n_tosses,
+    heads: ArrayLike,
+    n_tosses: ArrayLike,
     params0: Params,
     *,
     estimate_weights: bool = True,
@@ -417,24 +459,35 @@ def fit(
         One number for all sets, or one per set (shape (N,)).
         Tosses in each set (at least 1 and at least ``heads``).
     params0 : Params
-        Starting ``(theta, weights)``; theta in [0, 1], weights summing to 1.
+        Starting ``(theta, weights)``, a :class:`Params` or another pair (tuple, list);
+        theta in [0, 1], weights summing to 1.
     estimate_weights : bool
         If ``False`` the weights stay at ``params0.weights`` (the setting of Do and
         Batzoglou, who choose each coin with probability 1/2).
-    tol, max_iter
-        Passed to :func:`emtutor.em.run`.
+    tol : float
+        Tolerance ``>= 0`` of the stopping rule :func:`emtutor.em.has_converged`; ``0``
+        never reports convergence and runs exactly ``max_iter`` iterations.
+    max_iter : int
+        Maximum number of EM iterations, ``>= 0`` (a Python or numpy integer).
 
     Returns
     -------
     emtutor.em.EMResult
-        ``thetas`` holds :class:`Params`; ``elbo[i] = L(r_i, params_{i+1})``.
+        The result of :func:`emtutor.em.run`: ``thetas`` holds :class:`Params`,
+        ``elbo[i] = L(r_i, params_{i+1})``, and ``decreases`` lists the iterations where
+        the log-likelihood fell (empty for this exact EM).
 
     Raises
     ------
+    TypeError
+        If ``params0`` is not a :class:`Params` or ``(theta, weights)`` pair (a dict, for
+        instance), ``max_iter`` is not an integer, ``tol`` is not a real number,
+        ``estimate_weights`` is not a bool, or an array holds something other than real
+        numbers.
     ValueError
         For invalid counts (negative, fractional, more heads than tosses), parameters
-        (theta outside [0, 1], weights not summing to 1, different numbers of coins) or
-        a data set impossible under ``params0``.
+        (theta outside [0, 1], weights not summing to 1, different numbers of coins),
+        ``tol < 0`` or NaN, ``max_iter < 0``, or a data set impossible under ``params0``.
 
     Examples
     --------
@@ -447,9 +500,20 @@ def fit(
     >>> print(res.thetas[1].theta.round(2), res.thetas[10].theta.round(2))
     [0.71 0.58] [0.8  0.52]
     >>> res.check_sandwich()
+    >>> res
+    EMResult(n_iter=10, converged=False, log_likelihood[-1]=-9.797, decreases=())
+
+    With ``tol=0`` the run never counts as converged and stops after ``max_iter``:
+
+    >>> res = fit(heads, n_tosses, p0, estimate_weights=False, tol=0, max_iter=25)
+    >>> res.n_iter, res.converged
+    (25, False)
     """
+    estimate_weights = _check_bool(estimate_weights, "estimate_weights")
+    tol = check_tol(tol)
+    max_iter = check_max_iter(max_iter)
     h, n = _check_counts(heads, n_tosses)
-    params0 = _check_params(params0)
+    params0 = _check_params(params0, "params0")
     fixed_weights = params0.weights
 
     def estep(params: Params):

@@ -234,14 +234,20 @@ def test_fit_never_decreases(data, theta, estimate_weights):
     ("heads", "n_tosses", "exc", "match"),
     [
         ([5, 11], 10, ValueError, "set 1 has more heads than tosses: heads = 11 > n_tosses = 10"),
-        ([5, -1], 10, ValueError, "heads must be non-negative, got -1 at index 1"),
-        ([5, 2.5], 10, ValueError, "heads must be whole numbers, got 2.5 at index 1"),
-        ([5, 2], 9.5, ValueError, "n_tosses must be whole numbers"),
-        ([5, 0], [10, 0], ValueError, "n_tosses must be at least 1, got 0 for set 1"),
+        ([5, -1], 10, ValueError, "heads must be >= 0, got -1 at index 1"),
+        ([5, 2.5], 10, ValueError, "heads must hold whole numbers, got 2.5 at index 1"),
+        ([5, 2], 9.5, ValueError, "n_tosses must hold whole numbers, got 9.5"),
+        ([5, 0], [10, 0], ValueError, "n_tosses must be >= 1, got 0 at index 1"),
         ([5, 2], [10, 10, 10], ValueError, "n_tosses must be one number or one per set"),
         ([[5, 2]], 10, ValueError, "heads must be 1-D"),
         ([5, np.nan], 10, ValueError, "heads contains NaN"),
         (["a"], 10, TypeError, "heads must be an array of numbers"),
+        ([5, 2 + 1j], 10, TypeError, "heads must hold real numbers, got complex"),
+        ([5, 2], 10 + 0j, TypeError, "n_tosses must hold real numbers, got complex"),
+        ([True, False], 10, TypeError, "heads must hold integers, got booleans"),
+        ([5, 2], True, TypeError, "n_tosses must hold integers, got booleans"),
+        ([5, np.inf], 10, ValueError, "heads contains infinite values"),
+        ([5, 2], [[10, 10]], ValueError, "n_tosses must be 0-D or 1-D"),
     ],
 )
 def test_bad_counts(heads, n_tosses, exc, match):
@@ -266,7 +272,18 @@ def test_bad_counts(heads, n_tosses, exc, match):
          "weights has a negative probability"),
         (Params(np.array([0.6, 0.5, 0.4]), np.array([0.5, 0.5])), ValueError,
          "theta and weights must have one entry per coin, got 3 and 2"),
-        ((np.array([0.6, 0.5]),), TypeError, r"params must be a pair \(theta, weights\)"),
+        ((np.array([0.6, 0.5]),), TypeError,
+         r"params0? must be a coins.Params or a \(theta, weights\) pair, got tuple of length 1"),
+        ({"theta": [0.6, 0.5], "weights": [0.5, 0.5]}, TypeError,
+         r"params0? must be a coins.Params or a \(theta, weights\) pair, got a dict with keys "
+         r"\['theta', 'weights'\]; use coins.Params\(theta=..., weights=...\)"),
+        (0.5, TypeError,
+         r"params0? must be a coins.Params or a \(theta, weights\) pair, got float$"),
+        ("ab", TypeError, r"params0? must be a coins.Params .* pair, got str"),
+        (Params(np.array([0.6, 0.5j]), np.array([0.5, 0.5])), TypeError,
+         "theta must hold real numbers, got complex"),
+        (Params(np.array([0.6, 0.5]), np.array([0.5, 0.5 + 1e-7])), ValueError,
+         r"rows of weights must sum to 1 \(along axis -1\); row 0 sums to 1.0000001, off by 1e-07"),
     ],
 )
 def test_bad_params(params, exc, match):
@@ -298,3 +315,189 @@ def test_bad_resp():
                      weights=[0.2, 0.3, 0.5])
     with pytest.raises(ValueError, match="theta_old has 3 entries but resp has 2 columns"):
         coins.m_step(HEADS, N_TOSSES, [[0.5, 0.5]] * 5, theta_old=[0.1, 0.2, 0.3])
+
+
+def test_params_as_a_plain_pair():
+    """A tuple, a list or a (2, K) array of (theta, weights) is as good as a Params."""
+    ref = coins.log_joint(HEADS, N_TOSSES, P0)
+    for pair in ((P0.theta, P0.weights), [list(P0.theta), list(P0.weights)], np.stack(P0)):
+        np.testing.assert_array_equal(coins.log_joint(HEADS, N_TOSSES, pair), ref)
+    res = coins.fit(HEADS, N_TOSSES, ([0.6, 0.5], [0.5, 0.5]), max_iter=3)
+    assert isinstance(res.thetas[0], Params)
+
+
+def test_counts_accept_numpy_integers_and_whole_floats():
+    ref = coins.log_joint(HEADS, N_TOSSES, P0)
+    for heads, n in ((HEADS.astype(np.int32), np.int64(10)), (HEADS.astype(float), 10.0),
+                     (list(HEADS), np.uint8(10))):
+        np.testing.assert_array_equal(coins.log_joint(heads, n, P0), ref)
+
+
+def test_resp_rows_off_by_1e7_report_the_deviation():
+    resp = np.full((5, 2), 0.5)
+    resp[3, 1] += 1e-7
+    with pytest.raises(ValueError, match=r"row 3 sums to 1.0000001, off by 1e-07 \(the tolerance"):
+        coins.m_step(HEADS, N_TOSSES, resp)
+    with pytest.raises(ValueError, match="row 3 sums to 1.0000001, off by 1e-07"):
+        coins.expected_counts(HEADS, N_TOSSES, resp)
+    with pytest.raises(ValueError, match="rows of weights must sum to 1.*off by 1e-07"):
+        coins.m_step(HEADS, N_TOSSES, np.full((5, 2), 0.5), estimate_weights=False,
+                     weights=[0.5, 0.5 + 1e-7])
+
+
+def test_complex_resp_weights_and_theta_old_are_refused():
+    resp = np.full((5, 2), 0.5)
+    with pytest.raises(TypeError, match="resp must hold real numbers, got complex"):
+        coins.m_step(HEADS, N_TOSSES, resp + 0j)
+    with pytest.raises(TypeError, match="weights must hold real numbers, got complex"):
+        coins.m_step(HEADS, N_TOSSES, resp, estimate_weights=False, weights=[0.5 + 0j, 0.5])
+    with pytest.raises(TypeError, match="theta_old must hold real numbers, got complex"):
+        coins.m_step(HEADS, N_TOSSES, resp, theta_old=[0.5j, 0.5])
+    with pytest.raises(ValueError, match=r"theta_old must lie in \[0, 1\], got theta_old\[1\]"):
+        coins.m_step(HEADS, N_TOSSES, resp, theta_old=[0.5, 1.5])
+
+
+@pytest.mark.parametrize("seqs", [5, None, 3.5])
+def test_from_strings_not_iterable(seqs):
+    name = type(seqs).__name__
+    with pytest.raises(TypeError, match=f"sequences must be a list of strings.*got {name}"):
+        coins.from_strings(seqs)
+
+
+# ---------------------------------------------------------------- tol = 0, max_iter, decreases
+@pytest.mark.parametrize("max_iter", [0, 1, 7, np.int64(40)])
+def test_fit_tol_zero_runs_exactly_max_iter(max_iter):
+    res = coins.fit(HEADS, N_TOSSES, P0, tol=0, max_iter=max_iter)
+    assert res.n_iter == max_iter and not res.converged
+    assert len(res.thetas) == max_iter + 1 and res.log_likelihood.shape == (max_iter + 1,)
+    assert res.decreases == ()
+    # the same iterates as a run with a positive tolerance, as far as that one goes
+    ref = coins.fit(HEADS, N_TOSSES, P0, tol=1e-12, max_iter=max_iter)
+    np.testing.assert_array_equal(res.log_likelihood[: ref.n_iter + 1], ref.log_likelihood)
+
+
+def test_fit_tol_zero_keeps_going_after_convergence():
+    """Past EM's fixed point, tol=0 runs on without warnings (no spurious decreases)."""
+    converged = coins.fit(HEADS, N_TOSSES, P0, estimate_weights=False)
+    assert converged.converged
+    res = coins.fit(HEADS, N_TOSSES, P0, estimate_weights=False, tol=0.0,
+                    max_iter=converged.n_iter + 50)
+    assert res.n_iter == converged.n_iter + 50 and not res.converged
+    testing.assert_monotone(res.log_likelihood, rtol=1e-12)
+
+
+def test_fit_result_carries_decreases_and_repr(monkeypatch):
+    """fit returns em.run's result: a decrease made by a broken M-step is on the result."""
+    res = coins.fit(HEADS, N_TOSSES, P0, estimate_weights=False)
+    assert res.decreases == () and "decreases=()" in repr(res)
+    assert repr(res).startswith(f"EMResult(n_iter={res.n_iter}, converged=True")
+
+    good_m_step = coins.m_step
+    calls = []
+
+    def broken_m_step(*args, **kwargs):  # the second M-step returns to the start
+        calls.append(1)
+        return P0 if len(calls) == 2 else good_m_step(*args, **kwargs)
+
+    monkeypatch.setattr(coins, "m_step", broken_m_step)
+    with pytest.warns(em.LikelihoodDecreaseWarning, match="decreased at iteration 2"):
+        bad = coins.fit(HEADS, N_TOSSES, P0, estimate_weights=False, tol=0, max_iter=3)
+    assert not bad.converged
+    assert [i for i, _ in bad.decreases] == [2]
+    drop = bad.log_likelihood[1] - bad.log_likelihood[2]
+    assert bad.decreases[0][1] == pytest.approx(drop, rel=1e-12) and drop > 0
+    assert f"decreases=((iteration 2: -{drop:.3g}))" in repr(bad)
+
+
+# ---------------------------------------------------------------- bad scalar arguments
+NOT_INTEGERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=5),
+    st.none(),
+    st.complex_numbers(),
+    st.just(np.float64(3.0)),
+    st.just(np.bool_(True)),
+    st.just([3]),
+)
+NOT_REALS = st.one_of(
+    st.booleans(),
+    st.text(max_size=5),
+    st.none(),
+    st.just(1j),
+    st.just([1e-3]),
+    st.just(np.array([1e-3])),
+    st.just(np.bool_(False)),
+)
+OUT_OF_RANGE_TOL = st.one_of(
+    st.just(np.nan),
+    st.just(np.inf),
+    st.just(-np.inf),
+    st.floats(max_value=-1e-300, allow_nan=False),
+)
+
+
+def _raises_naming(name, call):
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert name in str(info.value), str(info.value)
+    return info.type
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=NOT_INTEGERS)
+def test_fit_max_iter_must_be_an_integer(value):
+    assert _raises_naming(
+        "max_iter", lambda: coins.fit(HEADS, N_TOSSES, P0, max_iter=value)
+    ) is TypeError
+
+
+@settings(max_examples=30, deadline=None)
+@given(value=st.integers(max_value=-1))
+def test_fit_negative_max_iter(value):
+    with pytest.raises(ValueError, match=f"max_iter must be >= 0, got {value}"):
+        coins.fit(HEADS, N_TOSSES, P0, max_iter=value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(NOT_REALS, OUT_OF_RANGE_TOL))
+def test_fit_tol_must_be_a_finite_number_at_least_zero(value):
+    _raises_naming("tol", lambda: coins.fit(HEADS, N_TOSSES, P0, tol=value))
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.one_of(st.integers(), st.floats(), st.text(max_size=3), st.none()))
+def test_estimate_weights_must_be_a_bool(value):
+    resp = coins.e_step(HEADS, N_TOSSES, P0)
+    for call in (lambda: coins.fit(HEADS, N_TOSSES, P0, estimate_weights=value),
+                 lambda: coins.m_step(HEADS, N_TOSSES, resp, estimate_weights=value)):
+        assert _raises_naming("estimate_weights", call) is TypeError
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    which=st.sampled_from(["heads", "n_tosses"]),
+    bad=st.one_of(
+        st.just(np.nan), st.just(np.inf), st.just(-1), st.just(2.5), st.just(1j),
+        st.just("5"), st.just(True), st.just(None), st.just([1, [2]]),
+    ),
+)
+def test_every_count_function_names_the_bad_count(which, bad):
+    """One bad count, anywhere: TypeError or ValueError naming it, never a numpy traceback."""
+    heads, n = list(HEADS), 10
+    if which == "heads" and bad is True:
+        heads = [True, False]  # booleans mixed with integers are integers to numpy
+    elif which == "heads":
+        heads[1] = bad
+    else:
+        n = bad
+    resp = coins.e_step(HEADS, N_TOSSES, P0)
+    for call in (
+        lambda: coins.log_joint(heads, n, P0),
+        lambda: coins.e_step(heads, n, P0),
+        lambda: coins.log_likelihood(heads, n, P0),
+        lambda: coins.m_step(heads, n, resp),
+        lambda: coins.expected_counts(heads, n, resp),
+        lambda: coins.fit(heads, n, P0),
+    ):
+        _raises_naming(which, call)
