@@ -4,6 +4,9 @@ Each checker raises ``AssertionError`` with a message that says what failed, whe
 (iteration, coordinate, row and column) and by how much, and returns a useful number when
 the check passes. Malformed inputs (NaN, wrong shapes) raise ``ValueError``/``TypeError``
 instead, so a failing check always means the mathematics, not the plumbing, is wrong.
+Tolerances and steps are checked like every argument of the package
+(:mod:`emtutor._validation`): a string, a bool or ``None`` is a ``TypeError`` naming the
+argument, a negative, infinite or NaN value a ``ValueError`` giving it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import numbers
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from emtutor import bounds
-from emtutor._validation import as_float_array, check_same_shape
+from emtutor._validation import as_float_array, check_real, check_same_shape
 
 __all__ = [
     "assert_monotone",
@@ -26,17 +30,7 @@ __all__ = [
 ]
 
 
-def _check_positive(value, name: str, *, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        want = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {want} finite number, got {value}")
-    return value
-
-
-def assert_monotone(values, *, rtol: float = 1e-10) -> None:
+def assert_monotone(values: ArrayLike, *, rtol: float = 1e-10) -> None:
     """Assert that a sequence (log-likelihoods, bounds) never decreases.
 
     A step from ``a = values[i-1]`` to ``b = values[i]`` fails if
@@ -55,8 +49,12 @@ def assert_monotone(values, *, rtol: float = 1e-10) -> None:
     ------
     AssertionError
         At the first decrease, naming the iteration, both values and the drop.
+    TypeError
+        If ``values`` holds something other than real numbers, or ``rtol`` is not a real
+        number.
     ValueError
-        If ``values`` is not 1-D or holds NaN or infinite values.
+        If ``values`` is not 1-D or holds NaN or infinite values, or ``rtol`` is negative or
+        not finite.
 
     Examples
     --------
@@ -67,7 +65,7 @@ def assert_monotone(values, *, rtol: float = 1e-10) -> None:
     AssertionError: decrease at iteration 2: from -9 to -9.5, a drop of 0.5
     (relative 0.0526, allowed 1e-10)
     """
-    rtol = _check_positive(rtol, "rtol")
+    rtol = check_real(rtol, "rtol", low=0.0)
     v = as_float_array(values, "values", ndim=1)
     if v.size < 2:
         return
@@ -83,7 +81,9 @@ def assert_monotone(values, *, rtol: float = 1e-10) -> None:
         )
 
 
-def check_decomposition(log_joint, q, *, rtol: float = 1e-10) -> bounds.Decomposition:
+def check_decomposition(
+    log_joint: ArrayLike, q: ArrayLike, *, rtol: float = 1e-10
+) -> bounds.Decomposition:
     """Check ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))``, KL >= 0 and L <= ln p.
 
     The three terms are computed independently by :func:`emtutor.bounds.decompose`; the
@@ -111,8 +111,12 @@ def check_decomposition(log_joint, q, *, rtol: float = 1e-10) -> bounds.Decompos
     ------
     AssertionError
         If the identity or an inequality fails, with both sides and the difference.
+    TypeError
+        If an input holds something other than real numbers, or ``rtol`` is not a real
+        number.
     ValueError
-        If the inputs are malformed (shapes, NaN, rows of ``q`` not summing to 1).
+        If the inputs are malformed (shapes, NaN, rows of ``q`` not summing to 1: the message
+        gives the sum and its deviation) or ``rtol`` is negative or not finite.
 
     Examples
     --------
@@ -121,7 +125,7 @@ def check_decomposition(log_joint, q, *, rtol: float = 1e-10) -> bounds.Decompos
     >>> print(f"{d.log_likelihood:.4f} = {d.elbo:.4f} + {d.kl:.4f}")
     -1.8326 = -2.3445 + 0.5119
     """
-    rtol = _check_positive(rtol, "rtol")
+    rtol = check_real(rtol, "rtol", low=0.0)
     d = bounds.decompose(log_joint, q)
     slack = rtol * max(1.0, abs(d.log_likelihood))
     if math.isinf(d.kl) or math.isinf(d.elbo):
@@ -150,7 +154,7 @@ def check_decomposition(log_joint, q, *, rtol: float = 1e-10) -> bounds.Decompos
 def check_gradient(
     f: Callable[[np.ndarray], float],
     grad: Callable[[np.ndarray], np.ndarray],
-    x,
+    x: ArrayLike,
     *,
     eps: float = 1e-6,
     rtol: float = 1e-6,
@@ -187,8 +191,13 @@ def check_gradient(
     AssertionError
         If the largest error exceeds ``rtol``, naming the worst coordinate, both
         derivatives and the error.
+    TypeError
+        If ``f`` or ``grad`` is not callable, ``f`` returns something other than a real
+        number (an array, a complex number, a string), an array holds something other
+        than real numbers, or ``eps``/``rtol`` is not a real number.
     ValueError
-        If ``x`` or a returned value holds NaN/inf, or ``grad`` has the wrong shape.
+        If ``x`` or a returned value holds NaN/inf, ``grad`` has the wrong shape, ``eps`` is
+        not positive or ``rtol`` is negative (or either is not finite).
 
     Examples
     --------
@@ -206,18 +215,22 @@ def check_gradient(
     if not callable(f) or not callable(grad):
         bad = "f" if not callable(f) else "grad"
         raise TypeError(f"{bad} must be callable")
-    eps = _check_positive(eps, "eps", allow_zero=False)
-    rtol = _check_positive(rtol, "rtol")
+    eps = check_real(eps, "eps", low=0.0, strict=True)
+    rtol = check_real(rtol, "rtol", low=0.0)
     x0 = as_float_array(x, "x")
     analytic = as_float_array(grad(x0.copy()), "grad(x)")
     check_same_shape(x0, analytic, "x", "grad(x)")
 
     def value(point: np.ndarray, where: str) -> float:
         out = f(point)
-        try:
-            out = float(out)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"f must return a real number, got {type(out).__name__}") from exc
+        if isinstance(out, np.ndarray) and out.ndim == 0:
+            out = out[()]
+        if isinstance(out, (bool, np.bool_)) or not isinstance(out, numbers.Real):
+            got = type(out).__name__
+            if isinstance(out, np.ndarray):
+                got += f" of shape {out.shape}"
+            raise TypeError(f"f must return a real number, got {got}")
+        out = float(out)
         if not math.isfinite(out):
             raise ValueError(f"f is {out} at {where}; it must be finite near x")
         return out
@@ -244,7 +257,7 @@ def check_gradient(
     return max_err
 
 
-def check_posterior(q, log_joint, *, atol: float = 1e-10) -> float:
+def check_posterior(q: ArrayLike, log_joint: ArrayLike, *, atol: float = 1e-10) -> float:
     """Check that an E-step output ``q`` equals the posterior ``p(z_n = k | v_n, theta)``.
 
     First each row of ``q`` must be a distribution (entries ``>= 0``, sum 1 within
@@ -272,8 +285,12 @@ def check_posterior(q, log_joint, *, atol: float = 1e-10) -> float:
     AssertionError
         If a row of ``q`` is negative somewhere or does not sum to 1, or differs from the
         posterior; the message names the row (and column) and the size of the error.
+    TypeError
+        If an input holds something other than real numbers, or ``atol`` is not a real
+        number.
     ValueError
-        If the inputs are malformed (shapes, NaN, an impossible data point).
+        If the inputs are malformed (shapes, NaN, an impossible data point), or ``atol`` is
+        negative or not finite.
 
     Examples
     --------
@@ -287,7 +304,7 @@ def check_posterior(q, log_joint, *, atol: float = 1e-10) -> float:
     AssertionError: q differs from the posterior at row 1, column 0: q = 0.6, posterior = 0.5,
     difference 0.1 (allowed 1e-10)
     """
-    atol = _check_positive(atol, "atol")
+    atol = check_real(atol, "atol", low=0.0)
     post = bounds.posterior(log_joint)
     qa = as_float_array(q, "q", ndim=(1, 2))
     check_same_shape(post, qa, "log_joint", "q")

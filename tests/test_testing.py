@@ -3,6 +3,8 @@ fail on bad input with a message that says where and by how much."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import expit
 
 from emtutor import bounds, coins, testing
@@ -44,7 +46,7 @@ def test_assert_monotone_tolerance_scales():
         ([1.0, np.nan], {}, ValueError, "values contains NaN"),
         ([[1.0, 2.0]], {}, ValueError, "values must be 1-D"),
         ([1.0, -np.inf], {}, ValueError, "values contains infinite"),
-        ([1.0, 2.0], {"rtol": -1.0}, ValueError, "rtol must be a non-negative finite number"),
+        ([1.0, 2.0], {"rtol": -1.0}, ValueError, "rtol must be a finite number >= 0, got -1.0"),
         ([1.0, 2.0], {"rtol": "small"}, TypeError, "rtol must be a real number, got str"),
     ],
 )
@@ -94,7 +96,7 @@ def test_check_decomposition_reports_broken_terms(monkeypatch, fake, match):
     [
         ([[0.5, 0.4], [0.5, 0.5], [0.5, 0.5]], {}, "row 0 sums to 0.9"),
         ([[0.5, 0.5]], {}, "log_joint and q must have the same shape"),
-        ([[0.5, 0.5]] * 3, {"rtol": np.inf}, "rtol must be a non-negative finite number"),
+        ([[0.5, 0.5]] * 3, {"rtol": np.inf}, "rtol must be a finite number >= 0, got inf"),
     ],
 )
 def test_check_decomposition_bad_input(q, kwargs, match):
@@ -165,7 +167,7 @@ def test_check_gradient_names_worst_coordinate():
         (np.sum, np.ones_like, np.ones(2), {"eps": 0.0}, ValueError,
          "eps must be a positive finite number"),
         (np.sum, np.ones_like, np.ones(2), {"rtol": -1}, ValueError,
-         "rtol must be a non-negative"),
+         "rtol must be a finite number >= 0, got -1.0"),
         ("f", np.ones_like, np.ones(2), {}, TypeError, "f must be callable"),
         (np.sum, None, np.ones(2), {}, TypeError, "grad must be callable"),
     ],
@@ -223,9 +225,122 @@ def test_check_posterior_messages():
         ([[0.5, np.nan]] * 3, LJ, {}, ValueError, "q contains NaN"),
         ([[0.5, 0.5]], [[-np.inf, -np.inf]], {}, ValueError, "data point 0 is impossible"),
         (np.full((3, 2, 1), 0.5), LJ, {}, ValueError, "q must be 1-D or 2-D"),
-        ([[0.5, 0.5]] * 3, LJ, {"atol": -1.0}, ValueError, "atol must be a non-negative"),
+        ([[0.5, 0.5]] * 3, LJ, {"atol": -1.0}, ValueError,
+         "atol must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_check_posterior_bad_input(q, lj, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         testing.check_posterior(q, lj, **kwargs)
+
+
+# ---------------------------------------------------------------- argument checks, all checkers
+Q = bounds.posterior(LJ)
+CHECKERS = {  # name -> call(**kwargs) on inputs that pass
+    "assert_monotone": lambda **kw: testing.assert_monotone([-3.0, -2.0, -1.0], **kw),
+    "check_decomposition": lambda **kw: testing.check_decomposition(LJ, Q, **kw),
+    "check_gradient": lambda **kw: testing.check_gradient(
+        lambda x: float(np.sum(x**2)), lambda x: 2 * x, [0.3, 0.4], **kw
+    ),
+    "check_posterior": lambda **kw: testing.check_posterior(Q, LJ, **kw),
+}
+TOLERANCES = [("assert_monotone", "rtol"), ("check_decomposition", "rtol"),
+              ("check_gradient", "rtol"), ("check_gradient", "eps"),
+              ("check_posterior", "atol")]
+NOT_REALS = st.one_of(
+    st.booleans(), st.text(max_size=4), st.none(), st.complex_numbers(),
+    st.just([1e-6]), st.just(np.array([1e-6])), st.just(np.bool_(True)),
+)
+OUT_OF_RANGE = st.one_of(
+    st.just(np.nan), st.just(np.inf), st.just(-np.inf),
+    st.floats(max_value=-1e-300, allow_nan=False), st.integers(max_value=-1),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(which=st.sampled_from(TOLERANCES), value=st.one_of(NOT_REALS, OUT_OF_RANGE))
+def test_bad_tolerances_name_the_argument(which, value):
+    """Every tolerance refuses non-numbers (TypeError) and negative, NaN or infinite values
+    (ValueError), with the argument's name in the message."""
+    checker, arg = which
+    with pytest.raises((TypeError, ValueError)) as info:
+        CHECKERS[checker](**{arg: value})
+    assert str(info.value).startswith(f"{arg} must be a"), str(info.value)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    assert info.type is (ValueError if is_number else TypeError)
+
+
+@pytest.mark.parametrize("checker, arg", TOLERANCES)
+@pytest.mark.parametrize("value", [1, np.float32(1e-3), np.float64(1e-5), np.int64(2)])
+def test_tolerances_accept_python_and_numpy_numbers(checker, arg, value):
+    CHECKERS[checker](**{arg: value})
+
+
+def test_zero_tolerance_is_allowed():
+    """rtol = atol = 0 demand exact agreement, which these inputs have."""
+    testing.assert_monotone([-3.0, -2.0, -2.0], rtol=0)
+    testing.check_posterior([0.5, 0.5], [-1.0, -1.0], atol=0.0)
+    testing.check_decomposition([0.0, -np.inf], [1.0, 0.0], rtol=0.0)
+    testing.check_gradient(lambda x: float(np.sum(x)), np.ones_like, [0.5, 2.0], eps=0.25,
+                           rtol=0)
+
+
+def test_eps_must_be_positive():
+    with pytest.raises(ValueError, match="eps must be a positive finite number, got 0.0"):
+        CHECKERS["check_gradient"](eps=0)
+    with pytest.raises(ValueError, match="eps must be a positive finite number, got -1e-06"):
+        CHECKERS["check_gradient"](eps=-1e-6)
+
+
+@pytest.mark.parametrize(
+    ("out", "got"),
+    [(1 + 2j, "complex"), (np.complex128(1.0), "complex128"), (True, "bool"),
+     (np.ones(1), r"ndarray of shape \(1,\)"), ([1.0], "list"), (None, "NoneType")],
+)
+def test_f_must_return_a_real_scalar(out, got):
+    with pytest.raises(TypeError, match=f"f must return a real number, got {got}"):
+        testing.check_gradient(lambda x: out, np.ones_like, np.ones(2))
+
+
+def test_f_may_return_numpy_scalars_and_zero_d_arrays():
+    for wrap in (np.float64, np.asarray, float):
+        assert testing.check_gradient(lambda x, w=wrap: w(np.sum(x**2)), lambda x: 2 * x,
+                                      np.ones(2), rtol=1e-5) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: testing.assert_monotone([1.0, 2.0 + 1j]), "values"),
+        (lambda: testing.check_decomposition(LJ + 0j, Q), "log_joint"),
+        (lambda: testing.check_decomposition(LJ, Q + 0j), "q"),
+        (lambda: testing.check_gradient(np.sin, np.cos, [0.3 + 0j]), "x"),
+        (lambda: testing.check_gradient(np.sum, lambda x: np.ones(2) + 0j, np.ones(2)),
+         r"grad\(x\)"),
+        (lambda: testing.check_posterior(Q + 0j, LJ), "q"),
+        (lambda: testing.check_posterior(Q, LJ + 0j), "log_joint"),
+        (lambda: testing.assert_monotone(["a", "b"]), "values"),
+    ],
+)
+def test_complex_and_string_arrays_are_type_errors(call, name):
+    with pytest.raises(TypeError, match=f"^{name} must"):
+        call()
+
+
+def test_q_rows_off_by_1e7_report_the_deviation():
+    q = Q.copy()
+    q[1, 0] += 1e-7
+    with pytest.raises(ValueError, match=r"row 1 sums to 1.0000001, off by 1e-07"):
+        testing.check_decomposition(LJ, q)
+    with pytest.raises(AssertionError,
+                       match=r"row 1 of q sums to 1.0000001, not 1 \(off by 1e-07\)"):
+        testing.check_posterior(q, LJ)
+
+
+def test_assert_monotone_on_fits_run_with_tol_zero():
+    heads, n = coins.from_strings(["HTTH", "HHHT", "TTTH", "HHHH"])
+    res = coins.fit(heads, n, coins.Params(np.array([0.3, 0.6]), np.array([0.5, 0.5])),
+                    tol=0, max_iter=200)
+    assert res.n_iter == 200 and not res.converged
+    testing.assert_monotone(res.log_likelihood, rtol=1e-12)
+    res.check_sandwich(rtol=1e-12)
