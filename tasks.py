@@ -1,7 +1,8 @@
 """Set up, test and build the course with nothing but Python >= 3.10.
 
     python3 tasks.py test    # create .venv if needed, install, run every test
-    python3 tasks.py book    # create .venv if needed, install, build the book into _build/html
+    python3 tasks.py book    # create .venv if needed, install, build the book into _build/html,
+                             # then read every page in Chromium (tests/browser) if it is installed
 
 Both commands create the virtual environment ``.venv`` beside this file on first use and
 reinstall from ``requirements.txt`` whenever that file changes.
@@ -10,6 +11,8 @@ reinstall from ``requirements.txt`` whenever that file changes.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -23,8 +26,10 @@ STAMP = VENV / ".requirements.sha256"
 
 TEST_COMMAND = [
     "-m", "pytest", "--nbval", "--nbval-sanitize-with", "book/nbval-sanitize.cfg",
-    "--doctest-modules", "tests", "emtutor", "book",
+    "--doctest-modules", "tests", "emtutor", "book", "--ignore=tests/browser",
 ]
+# The browser test reads the built book, so it runs after the book command (see .ci/run).
+BROWSER_TEST_COMMAND = ["-m", "pytest", "-s", "tests/browser"]
 LINT_COMMAND = ["-m", "ruff", "check", "."]
 BOOK_COMMAND = ["build", ".", "-W", "-n", "--keep-going"]
 
@@ -61,6 +66,11 @@ def main(argv: list[str]) -> int:
     else:
         run([BIN / "jupyter-book", *BOOK_COMMAND])
         print(f"the book is in {ROOT / '_build' / 'html' / 'index.html'}")
+        # CI always reads the pages in a browser; elsewhere only if Chromium is installed.
+        if os.environ.get("CI") or shutil.which("chromium"):
+            run([PYTHON, *BROWSER_TEST_COMMAND])
+        else:
+            print("Chromium is not installed: the browser test of the pages was not run")
     return 0
 
 
