@@ -26,7 +26,8 @@ STAMP = VENV / ".requirements.sha256"
 
 TEST_COMMAND = [
     "-m", "pytest", "--nbval", "--nbval-sanitize-with", "book/nbval-sanitize.cfg",
-    "--doctest-modules", "tests", "emtutor", "book", "--ignore=tests/browser",
+    "--doctest-modules", "tests", "emtutor", "book",
+    "--ignore=tests/browser", "--ignore=tests/colab",
 ]
 # The browser test reads the built book, so it runs after the book command (see .ci/run).
 BROWSER_TEST_COMMAND = ["-m", "pytest", "-s", "tests/browser"]
