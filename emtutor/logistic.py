@@ -10,18 +10,34 @@ a total over the data set. The functions are small and pure so that a reader can
 them one at a time: :func:`sigmoid`, :func:`log_sigmoid`, :func:`log_likelihood_terms`,
 :func:`log_likelihood`, :func:`gradient`, :func:`hessian`, :func:`is_separable`,
 :func:`default_learning_rate`; :func:`gradient_ascent` is the driver on top.
+
+Arguments are checked like everywhere in the package (:mod:`emtutor._validation`): a wrong
+type (a string for ``lr``, a float for ``max_iter``, complex features) is a ``TypeError``
+naming the argument, a value out of range a ``ValueError`` naming it and the value. No
+function returns NaN for finite inputs or lets a floating-point ``OverflowError`` escape:
+where a result cannot be represented in double precision (the linear predictor ``w·x``,
+``λ_max(XᵀX)`` or the Hessian overflows, because the features are of the order of 1e154 or
+more) the ``ValueError`` says so and asks for standardised features.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linprog
 from scipy.special import expit, log_expit
 
-from emtutor._validation import as_float_array
+from emtutor._validation import (
+    _as_array,
+    as_float_array,
+    check_max_iter,
+    check_real,
+    check_tol,
+)
 
 __all__ = [
     "GradientAscentResult",
@@ -38,6 +54,7 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(float).eps)
+_TINY = float(np.finfo(float).tiny)  # the smallest normal float, about 2.2e-308
 # An increase of L below this many units in the last place of |L| cannot be told apart
 # from the rounding error of the sum that computes L.
 _ROUNDING_ULPS = 64.0
@@ -62,7 +79,7 @@ class GradientAscentResult:
         Number of gradient steps taken.
     converged : bool
         Whether the stopping rule was met before ``max_iter`` steps (always ``False`` when
-        the data are separable).
+        the data are separable or ``tol=0``).
     lr : float
         The learning rate η that was used.
     """
@@ -79,7 +96,12 @@ class GradientAscentResult:
 
 
 def _check_z(z, name: str = "z") -> np.ndarray:
-    arr = np.asarray(z, dtype=float)
+    """Real numbers of any shape, ``±inf`` included (σ(±inf) is 1 and 0), NaN not."""
+    arr = _as_array(z, name)  # refuses strings, complex numbers and ragged nesting
+    try:
+        arr = np.asarray(arr, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers, got {type(z).__name__}") from exc
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN; the sigmoid of NaN is undefined")
     return arr
@@ -114,11 +136,68 @@ def _check_w(w, X: np.ndarray, name: str = "w") -> np.ndarray:
     return w
 
 
+_STANDARDISE = (
+    "standardise the features (divide each column of X by its standard deviation, or X by "
+    "one constant) and fit again; the weights for the original X are the fitted ones divided "
+    "by the same factors"
+)
+
+
+def _linear_predictor(X: np.ndarray, w: np.ndarray, name: str = "w") -> np.ndarray:
+    """``z = X @ w``, or a ``ValueError`` if some ``w·x_i`` overflows (is ``±inf`` or NaN)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = X @ w
+    bad = ~np.isfinite(z)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"the linear predictor {name}·x_{i} overflows ({z[i]}): with entries of X up to "
+            f"{np.abs(X).max():.3g} and of {name} up to {np.abs(w).max():.3g} it exceeds the "
+            f"floating-point range (about 1.8e308); use smaller weights, or, if the features "
+            f"are this large, {_STANDARDISE}"
+        )
+    return z
+
+
+def _check_finite_result(value: np.ndarray, what: str, X: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(value)):
+        raise ValueError(
+            f"the {what} overflows: the entries of X (up to {np.abs(X).max():.3g}) are too "
+            f"large for floating point; {_STANDARDISE}"
+        )
+    return value
+
+
+def _lambda_max(X: np.ndarray) -> float:
+    """``λ_max(XᵀX) = σ_max(X)²``, or a ``ValueError`` if it or ``4/λ_max`` is not a normal
+    float (features of the order of 1e154 or more, or of 1e-154 or less). 0 for ``X = 0``."""
+    sigma = float(np.linalg.norm(X, 2))  # the SVD rescales internally: no overflow here
+    if sigma == 0.0:
+        return 0.0
+    try:
+        lam = sigma**2
+    except OverflowError:
+        lam = math.inf
+    if math.isfinite(lam) and (lam < _TINY or not math.isfinite(4.0 / lam)):
+        raise ValueError(
+            f"the features are too small: the largest singular value of X is {sigma:.3g}, so "
+            f"lambda_max(X^T X) = ({sigma:.3g})^2 underflows (and the step size 4/lambda_max "
+            f"overflows) in floating point; {_STANDARDISE}"
+        )
+    if not math.isfinite(lam) or 4.0 / lam < _TINY:
+        raise ValueError(
+            f"the features are too large: the largest singular value of X is {sigma:.3g}, so "
+            f"lambda_max(X^T X) = ({sigma:.3g})^2 overflows (or the step size 4/lambda_max "
+            f"underflows to 0) in floating point; {_STANDARDISE}"
+        )
+    return lam
+
+
 # ---------------------------------------------------------------------------------------------
 # the sigmoid
 
 
-def sigmoid(z) -> np.ndarray | float:
+def sigmoid(z: ArrayLike) -> np.ndarray | float:
     """Logistic sigmoid σ(z) = 1 / (1 + e^{−z}), elementwise and without overflow.
 
     Computed with ``scipy.special.expit``, which never evaluates ``exp`` of a large
@@ -136,6 +215,8 @@ def sigmoid(z) -> np.ndarray | float:
 
     Raises
     ------
+    TypeError
+        If ``z`` holds something other than real numbers (strings, complex numbers).
     ValueError
         If ``z`` contains NaN.
 
@@ -151,7 +232,7 @@ def sigmoid(z) -> np.ndarray | float:
     return expit(_check_z(z))
 
 
-def log_sigmoid(z) -> np.ndarray | float:
+def log_sigmoid(z: ArrayLike) -> np.ndarray | float:
     """Log of the sigmoid, ln σ(z) = −ln(1 + e^{−z}), elementwise and without overflow.
 
     Evaluating ``np.log(sigmoid(z))`` gives ``-inf`` once σ(z) underflows to 0 (z below
@@ -170,6 +251,8 @@ def log_sigmoid(z) -> np.ndarray | float:
 
     Raises
     ------
+    TypeError
+        If ``z`` holds something other than real numbers (strings, complex numbers).
     ValueError
         If ``z`` contains NaN.
 
@@ -189,11 +272,13 @@ def log_sigmoid(z) -> np.ndarray | float:
 # the log-likelihood and its derivatives
 
 
-def log_likelihood_terms(w, X, y) -> np.ndarray:
+def log_likelihood_terms(w: ArrayLike, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Per-data-point terms ℓ_i(w) = y_i ln σ(w·x_i) + (1 − y_i) ln σ(−w·x_i).
 
     Term ``i`` is ln P(Y = y_i | X = x_i); it depends on ``w`` only through the scalar
-    w·x_i, and their sum is :func:`log_likelihood`.
+    w·x_i, and their sum is :func:`log_likelihood`. It is computed as ln σ(s_i w·x_i) with
+    s_i = 2 y_i − 1, the same number without the product 0 · ln σ(∓w·x_i), which would be
+    NaN where ln σ is −inf.
 
     Parameters
     ----------
@@ -211,9 +296,11 @@ def log_likelihood_terms(w, X, y) -> np.ndarray:
 
     Raises
     ------
+    TypeError
+        If an input holds something other than real numbers (strings, complex numbers).
     ValueError
-        If the shapes do not match, ``y`` holds a value other than 0 or 1, or an input
-        contains NaN or infinite values or is empty.
+        If the shapes do not match, ``y`` holds a value other than 0 or 1, an input
+        contains NaN or infinite values or is empty, or some w·x_i overflows.
 
     Examples
     --------
@@ -227,11 +314,15 @@ def log_likelihood_terms(w, X, y) -> np.ndarray:
     """
     X, y = _check_data(X, y)
     w = _check_w(w, X)
-    z = X @ w
-    return y * log_expit(z) + (1.0 - y) * log_expit(-z)
+    return _terms(_linear_predictor(X, w), y)
 
 
-def log_likelihood(w, X, y) -> float:
+def _terms(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ln σ(s_i z_i) with s_i = 2 y_i − 1: bit for bit y ln σ(z) + (1 − y) ln σ(−z)."""
+    return log_expit((2.0 * y - 1.0) * z)
+
+
+def log_likelihood(w: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
     """Log-likelihood L(w) = Σ_i [y_i ln σ(w·x_i) + (1 − y_i) ln σ(−w·x_i)] (a total).
 
     Parameters
@@ -250,6 +341,8 @@ def log_likelihood(w, X, y) -> float:
 
     Raises
     ------
+    TypeError
+        As for :func:`log_likelihood_terms`.
     ValueError
         As for :func:`log_likelihood_terms`.
 
@@ -267,7 +360,7 @@ def log_likelihood(w, X, y) -> float:
     return float(log_likelihood_terms(w, X, y).sum())
 
 
-def gradient(w, X, y) -> np.ndarray:
+def gradient(w: ArrayLike, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Gradient of the log-likelihood, ∇L(w) = Xᵀ (y − σ(Xw)).
 
     Parameters
@@ -286,8 +379,10 @@ def gradient(w, X, y) -> np.ndarray:
 
     Raises
     ------
-    ValueError
+    TypeError
         As for :func:`log_likelihood_terms`.
+    ValueError
+        As for :func:`log_likelihood_terms`; also if the gradient overflows.
 
     Examples
     --------
@@ -298,10 +393,12 @@ def gradient(w, X, y) -> np.ndarray:
     """
     X, y = _check_data(X, y)
     w = _check_w(w, X)
-    return X.T @ (y - expit(X @ w))
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = X.T @ (y - expit(_linear_predictor(X, w)))
+    return _check_finite_result(g, "gradient X^T (y - sigma(Xw))", X)
 
 
-def hessian(w, X, y) -> np.ndarray:
+def hessian(w: ArrayLike, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Hessian of the log-likelihood, ∇²L(w) = −Xᵀ S X with S = diag(σ(w·x_i) σ(−w·x_i)).
 
     Since σ(z)σ(−z) = σ(z)(1 − σ(z)) lies in (0, 1/4], the Hessian is negative
@@ -324,8 +421,11 @@ def hessian(w, X, y) -> np.ndarray:
 
     Raises
     ------
-    ValueError
+    TypeError
         As for :func:`log_likelihood_terms`.
+    ValueError
+        As for :func:`log_likelihood_terms`; also if the Hessian overflows (entries of X
+        of the order of 1e154 or more), with a request to standardise the features.
 
     Examples
     --------
@@ -340,17 +440,19 @@ def hessian(w, X, y) -> np.ndarray:
     """
     X, y = _check_data(X, y)
     w = _check_w(w, X)
-    z = X @ w
+    z = _linear_predictor(X, w)
     s = expit(z) * expit(-z)
-    H = -(X.T * s) @ X
-    return 0.5 * (H + H.T)  # exactly symmetric, whatever order the matrix product summed in
+    with np.errstate(over="ignore", invalid="ignore"):
+        H = -(X.T * s) @ X
+        H = 0.5 * (H + H.T)  # exactly symmetric, whatever order the matrix product summed in
+    return _check_finite_result(H, "Hessian -X^T S X", X)
 
 
 # ---------------------------------------------------------------------------------------------
 # existence of the maximiser
 
 
-def is_separable(X, y) -> bool:
+def is_separable(X: ArrayLike, y: ArrayLike) -> bool:
     """Whether the labels are (completely or quasi-completely) linearly separable by X.
 
     The maximum likelihood estimate exists (for ``X`` of full column rank) if and only if
@@ -360,7 +462,11 @@ def is_separable(X, y) -> bool:
     and ‖w‖ would grow without bound under any ascent method. This function decides the
     question with one linear program (``scipy.optimize.linprog``): maximise
     Σ_i s_i v·x_i subject to s_i v·x_i ≥ 0 and −1 ≤ v_j ≤ 1. The optimum is 0 unless the
-    data are separated, in which case it is positive.
+    data are separated, in which case it is positive. Separability does not change when a
+    row (a data point) or a column (a feature) is multiplied by a positive number, so the
+    program is set up with every column and then every row scaled by a power of two (an
+    exact operation) to a largest entry between 1/2 and 1: the answer is the same for X and
+    1e200 X, and the solver never sees magnitudes it would reject or drop.
 
     Parameters
     ----------
@@ -379,6 +485,8 @@ def is_separable(X, y) -> bool:
 
     Raises
     ------
+    TypeError
+        As for :func:`log_likelihood_terms`.
     ValueError
         As for :func:`log_likelihood_terms`.
 
@@ -392,6 +500,9 @@ def is_separable(X, y) -> bool:
     """
     X, y = _check_data(X, y)
     signed = (2.0 * y - 1.0)[:, None] * X  # row i is s_i x_i
+    for axis in (0, 1):  # columns, then rows: largest |entry| of each in [1/2, 1)
+        _, exponent = np.frexp(np.abs(signed).max(axis=axis, keepdims=True))
+        signed = np.ldexp(signed, -exponent)
     res = linprog(
         c=-signed.sum(axis=0),
         A_ub=-signed,
@@ -401,7 +512,7 @@ def is_separable(X, y) -> bool:
     )
     if res.status != 0:  # pragma: no cover - the program is feasible (v = 0) and bounded
         raise RuntimeError(f"the separability linear program failed: {res.message}")
-    scale = max(1.0, float(np.abs(X).sum()))
+    scale = max(1.0, float(np.abs(signed).sum()))
     return bool(-res.fun > 1e-9 * scale)
 
 
@@ -409,7 +520,7 @@ def is_separable(X, y) -> bool:
 # gradient ascent
 
 
-def default_learning_rate(X) -> float:
+def default_learning_rate(X: ArrayLike) -> float:
     """The step size η = 4 / λ_max(XᵀX), for which every gradient step increases L.
 
     Why: −∇²L(w) = XᵀSX ⪯ XᵀX / 4 ⪯ (λ_max / 4) I because σ(z)σ(−z) ≤ 1/4, so ∇L is
@@ -429,9 +540,13 @@ def default_learning_rate(X) -> float:
 
     Raises
     ------
+    TypeError
+        If ``X`` holds something other than real numbers.
     ValueError
-        If ``X`` is not a finite, non-empty 2-D array, or is all zeros (then L does not
-        depend on w).
+        If ``X`` is not a finite, non-empty 2-D array, is all zeros (then L does not
+        depend on w), or is so large (or small) that λ_max or η is outside the range of
+        floating point: singular values above about 1e154 (or below 1e-154); the message
+        asks for standardised features.
 
     Examples
     --------
@@ -440,18 +555,18 @@ def default_learning_rate(X) -> float:
     1.0000
     """
     X = as_float_array(X, "X", ndim=2)
-    lam_max = float(np.linalg.norm(X, 2)) ** 2
+    lam_max = _lambda_max(X)
     if lam_max == 0.0:
         raise ValueError("X is all zeros, so L(w) = -N ln 2 does not depend on w")
     return 4.0 / lam_max
 
 
 def gradient_ascent(
-    X,
-    y,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     lr: float | None = None,
-    w0=None,
+    w0: ArrayLike | None = None,
     max_iter: int = 10_000,
     tol: float = 1e-10,
 ) -> GradientAscentResult:
@@ -470,8 +585,11 @@ def gradient_ascent(
       to L (a decrease never counts as convergence), or
     * η ‖∇L(w_t)‖² ≤ 64 ε max(1, abs(L(w_t))), with ε the machine epsilon: the gain that the
       next step would bring (to first order) is below the rounding error of L itself, so
-      the gradient is zero as far as floating point can tell. With ``tol=0`` only this
-      second test ends the run.
+      the gradient is zero as far as floating point can tell.
+
+    ``tol=0`` switches both tests off, as everywhere in the package: the run is never
+    reported as converged and takes exactly ``max_iter`` steps (useful to time or compare a
+    fixed number of steps).
 
     Parameters
     ----------
@@ -481,16 +599,17 @@ def gradient_ascent(
     y : array_like
         Labels, each 0 or 1, shape (N,).
     lr : float, optional
-        Learning rate η > 0. The default is :func:`default_learning_rate`,
+        Learning rate η > 0 (a real number). The default is :func:`default_learning_rate`,
         η = 4 / λ_max(XᵀX): the Hessian's spectral norm is at most λ_max / 4 (because
         σ(z)σ(−z) ≤ 1/4), so with this η every step increases L. A larger ``lr`` may make
         L decrease; if it decreases by more than rounding error, a ``UserWarning`` says so.
     w0 : array_like, optional
         Starting point, shape (d,); zeros by default.
     max_iter : int, default 10_000
-        Maximum number of gradient steps (≥ 1).
+        Maximum number of gradient steps (≥ 0; 0 only evaluates L at ``w0``), a Python or
+        numpy integer.
     tol : float, default 1e-10
-        Relative tolerance on the increase of L (≥ 0).
+        Relative tolerance on the increase of L (≥ 0); 0 runs exactly ``max_iter`` steps.
 
     Returns
     -------
@@ -500,9 +619,16 @@ def gradient_ascent(
 
     Raises
     ------
+    TypeError
+        If ``max_iter`` is not an integer (a float, even ``10.0``, a bool, a string,
+        ``None``), ``lr`` or ``tol`` is not a real number, or an array holds something
+        other than real numbers.
     ValueError
         On bad data (see :func:`log_likelihood_terms`), a ``w0`` of the wrong length or with
-        NaN/inf, a non-positive ``lr``, ``max_iter < 1`` or a negative ``tol``.
+        NaN/inf, a non-positive or infinite ``lr``, ``max_iter < 0``, a negative or NaN
+        ``tol``; for features too large (or small) for floating point, where λ_max(XᵀX)
+        overflows (singular values of X above about 1e154), with a request to standardise
+        them; and when a user-chosen ``lr`` is so large that the iterates overflow.
 
     Warns
     -----
@@ -532,28 +658,26 @@ def gradient_ascent(
     ...     res = gradient_ascent(X, (X[:, 1] > 0).astype(float))
     >>> caught[0].category.__name__, res.n_iter, res.converged
     ('SeparableDataWarning', 0, False)
+
+    With ``tol=0`` it takes exactly ``max_iter`` steps:
+
+    >>> res = gradient_ascent(X, y, tol=0, max_iter=50)
+    >>> res.n_iter, res.converged, len(res.log_likelihood)
+    (50, False, 51)
     """
+    user_lr = lr is not None
+    if user_lr:
+        lr = check_real(lr, "lr", low=0.0, strict=True)
+    max_iter = check_max_iter(max_iter)
+    tol = check_tol(tol)
     X, y = _check_data(X, y)
     w = np.zeros(X.shape[1]) if w0 is None else _check_w(w0, X, "w0")
-    if lr is None:
+    lam_max = _lambda_max(X)  # refuses features too large or small for the arithmetic
+    lr_limit = 8.0 / lam_max if lam_max > 0 else math.inf  # every lr below it increases L
+    if not user_lr:
         lr = default_learning_rate(X)
-        user_lr = False
-    else:
-        lr = float(lr)
-        if not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        user_lr = True
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    tol = float(tol)
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
 
-    def loglik(v: np.ndarray) -> float:
-        z = X @ v
-        return float((y * log_expit(z) + (1.0 - y) * log_expit(-z)).sum())
-
-    L = loglik(w)
+    L = float(_terms(_linear_predictor(X, w, "w0"), y).sum())
     history = [L]
     converged = False
     if is_separable(X, y):
@@ -570,13 +694,22 @@ def gradient_ascent(
 
     warned_decrease = False
     n_iter = 0
-    for _ in range(int(max_iter)):
-        g = X.T @ (y - expit(X @ w))
-        if lr * float(g @ g) <= _ROUNDING_ULPS * _EPS * max(1.0, abs(L)):
-            converged = True
-            break
-        w = w + lr * g
-        L_new = loglik(w)
+    for _ in range(max_iter):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is tested for below
+            g = X.T @ (y - expit(X @ w))
+            if tol > 0 and lr * float(g @ g) <= _ROUNDING_ULPS * _EPS * max(1.0, abs(L)):
+                converged = True
+                break
+            w = w + lr * g
+            z = X @ w
+        if not np.all(np.isfinite(z)):  # only a user's lr can get here (see Raises)
+            raise ValueError(
+                f"gradient ascent diverged: at step {n_iter + 1} the iterate w overflowed "
+                f"(|w| up to {np.abs(w).max():.3g}, X·w not finite); lr={lr:.4g} is far too "
+                f"large: any lr below 8/lambda_max(X^T X) = {lr_limit:.4g} increases L "
+                "at every step"
+            )
+        L_new = float(_terms(z, y).sum())
         delta = L_new - L
         history.append(L_new)
         n_iter += 1
@@ -587,7 +720,7 @@ def gradient_ascent(
         if user_lr and not warned_decrease and delta < -_ROUNDING_ULPS * _EPS * max(1.0, abs(L)):
             warnings.warn(
                 f"L decreased by {-delta:.3g} at step {n_iter}: lr={lr:.4g} is too large; "
-                f"any lr below 8/lambda_max(X^T X) = {2 * default_learning_rate(X):.4g} "
+                f"any lr below 8/lambda_max(X^T X) = {lr_limit:.4g} "
                 "guarantees an increase",
                 UserWarning,
                 stacklevel=2,

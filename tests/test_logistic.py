@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from emtutor.logistic import (
@@ -25,6 +27,9 @@ from emtutor.logistic import (
 )
 
 SEEDS = [0, 1, 2, 3, 4]
+# A tolerance below any increase that rounding lets through: the run stops at the second test,
+# a gradient too small to change L in floating point. (tol=0 would run all max_iter steps.)
+TIGHT = 1e-15
 
 
 def make_problem(seed: int, n: int = 150, d: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,7 +212,7 @@ def test_hessian_does_not_depend_on_labels():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_gradient_ascent_agrees_with_scipy(seed):
     X, y, _ = make_problem(seed)
-    res = gradient_ascent(X, y, tol=0.0)
+    res = gradient_ascent(X, y, tol=TIGHT)
     w_ref = scipy_mle(X, y)
     assert res.converged
     np.testing.assert_allclose(res.w, w_ref, rtol=0, atol=1e-5)
@@ -225,7 +230,7 @@ def test_gradient_ascent_agrees_with_sklearn(seed):
     from sklearn.linear_model import LogisticRegression
 
     X, y, _ = make_problem(seed)
-    res = gradient_ascent(X, y, tol=0.0)
+    res = gradient_ascent(X, y, tol=TIGHT)
     clf = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12, max_iter=10_000)
     clf.fit(X, y)
     np.testing.assert_allclose(res.w, clf.coef_.ravel(), rtol=0, atol=1e-4)
@@ -234,7 +239,7 @@ def test_gradient_ascent_agrees_with_sklearn(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_log_likelihood_increases_at_every_iterate(seed):
     X, y, _ = make_problem(seed)
-    res = gradient_ascent(X, y, tol=0.0)
+    res = gradient_ascent(X, y, tol=TIGHT)
     lls = res.log_likelihood
     assert len(lls) == res.n_iter + 1 and res.n_iter > 1
     assert np.all(np.diff(lls) >= -1e-13 * np.abs(lls[1:]))
@@ -411,8 +416,7 @@ def test_bad_weights_raise(fn, w, match):
         ({"lr": 0.0}, "lr must be a positive finite number"),
         ({"lr": -1.0}, "lr must be a positive finite number"),
         ({"lr": np.inf}, "lr must be a positive finite number"),
-        ({"max_iter": 0}, "max_iter must be an integer >= 1"),
-        ({"max_iter": 2.5}, "max_iter must be an integer >= 1"),
+        ({"max_iter": -1}, "max_iter must be >= 0, got -1"),
         ({"tol": -1e-3}, "tol must be a finite number >= 0"),
         ({"tol": np.nan}, "tol must be a finite number >= 0"),
     ],
@@ -422,8 +426,271 @@ def test_bad_gradient_ascent_options_raise(kwargs, match):
         gradient_ascent(GOOD_X, GOOD_Y, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_iter": 2.5}, "max_iter must be an integer, got float"),
+        ({"max_iter": 10.0}, "max_iter must be an integer, got float"),
+        ({"max_iter": "abc"}, "max_iter must be an integer, got str"),
+        ({"max_iter": None}, "max_iter must be an integer, got NoneType"),
+        ({"max_iter": True}, "max_iter must be an integer, got bool"),
+        ({"lr": "fast"}, "lr must be a real number, got str"),
+        ({"lr": True}, "lr must be a real number, got bool"),
+        ({"lr": 1j}, "lr must be a real number, got complex"),
+        ({"tol": None}, "tol must be a real number, got NoneType"),
+        ({"tol": "0"}, "tol must be a real number, got str"),
+        ({"w0": [0.0, 1j]}, "w0 must hold real numbers, got complex"),
+        ({"w0": ["a", "b"]}, "w0 must be an array of numbers"),
+    ],
+)
+def test_wrong_types_of_gradient_ascent_options_raise(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        gradient_ascent(GOOD_X, GOOD_Y, **kwargs)
+
+
 def test_all_zero_features_raise():
     with pytest.raises(ValueError, match="X is all zeros"):
         default_learning_rate(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="X is all zeros"):
         gradient_ascent(np.zeros((3, 2)), GOOD_Y)
+
+
+# ---------------------------------------------------------------------------------------------
+# tol = 0 and max_iter
+
+
+@pytest.mark.parametrize("max_iter", [0, 1, 25, np.int64(300)])
+def test_tol_zero_runs_exactly_max_iter_steps(max_iter):
+    X, y, _ = make_problem(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gradient_ascent(X, y, tol=0, max_iter=max_iter)
+    assert res.n_iter == max_iter and not res.converged
+    assert len(res.log_likelihood) == max_iter + 1
+    # the same iterates as with a positive tolerance, as far as that run goes
+    ref = gradient_ascent(X, y, tol=TIGHT, max_iter=max_iter)
+    m = min(ref.n_iter, res.n_iter) + 1
+    np.testing.assert_array_equal(res.log_likelihood[:m], ref.log_likelihood[:m])
+
+
+def test_tol_zero_keeps_stepping_past_the_optimum():
+    """Where the gradient rounding test would stop, tol=0 runs on, without warnings and
+    without moving away from the maximiser."""
+    X, y, _ = make_problem(6)
+    ref = gradient_ascent(X, y, tol=TIGHT)
+    assert ref.converged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gradient_ascent(X, y, tol=0.0, max_iter=ref.n_iter + 500)
+    assert res.n_iter == ref.n_iter + 500 and not res.converged
+    w_ref = scipy_mle(X, y)
+    assert np.abs(res.w - w_ref).max() <= np.abs(ref.w - w_ref).max() + 1e-12
+    np.testing.assert_allclose(res.w, w_ref, rtol=0, atol=1e-5)
+    tail = res.log_likelihood[ref.n_iter:]
+    assert np.ptp(tail) <= 1e-12 * abs(tail[0])
+
+
+def test_max_iter_zero_evaluates_the_start_only():
+    X, y, _ = make_problem(1)
+    res = gradient_ascent(X, y, max_iter=0, w0=np.ones(X.shape[1]))
+    assert res.n_iter == 0 and not res.converged
+    np.testing.assert_array_equal(res.w, np.ones(X.shape[1]))
+    assert res.log_likelihood.tolist() == [log_likelihood(np.ones(X.shape[1]), X, y)]
+
+
+def test_numpy_scalars_are_accepted():
+    X, y, _ = make_problem(2)
+    ref = gradient_ascent(X, y, lr=0.01, max_iter=40, tol=1e-8)
+    res = gradient_ascent(X, y, lr=np.float64(0.01), max_iter=np.int32(40),
+                          tol=np.float64(1e-8))
+    np.testing.assert_array_equal(res.log_likelihood, ref.log_likelihood)
+    assert gradient_ascent(X, y, lr=1e-3, max_iter=np.uint8(3)).n_iter == 3
+    assert gradient_ascent(X, y, lr=np.float32(0.01), max_iter=3, tol=0).n_iter == 3
+
+
+def test_boolean_labels_are_labels():
+    X, y, w = make_problem(3)
+    assert log_likelihood(w, X, y.astype(bool)) == log_likelihood(w, X, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# scale: features of any magnitude floating point can handle, a clear error beyond
+
+
+@pytest.mark.parametrize("k", [-400, -100, 100, 400])
+def test_fit_is_equivariant_under_scaling_of_the_features(k):
+    """w(2^k X) = 2^-k w(X): logistic regression only sees X w. With a power of two the
+    scaling is exact, and so are the iterates (features up to about 1e120 and down to 1e-120)."""
+    X, y, _ = make_problem(4)
+    ref = gradient_ascent(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gradient_ascent(np.ldexp(X, k), y)
+    assert res.converged and res.n_iter == ref.n_iter
+    np.testing.assert_allclose(np.ldexp(res.w, k), ref.w, rtol=1e-13)
+    np.testing.assert_allclose(res.log_likelihood, ref.log_likelihood, rtol=1e-13)
+    assert res.lr == pytest.approx(np.ldexp(ref.lr, -2 * k), rel=1e-13)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-30, 1.0, 1e30, 1e200])
+def test_is_separable_does_not_depend_on_the_scale(scale):
+    X, y = separable_problem()
+    Xo, yo, _ = make_problem(0)
+    assert is_separable(scale * X, y)
+    assert not is_separable(scale * Xo, yo)
+    # nor on the relative scale of the features
+    assert is_separable(X * [1.0, 1e-12, 1e12], y)
+
+
+@pytest.mark.parametrize("scale, word", [(1e200, "large"), (2.0**600, "large"),
+                                         (1e-200, "small"), (2.0**-600, "small")])
+def test_features_out_of_range_ask_for_standardisation(scale, word):
+    X, y, _ = make_problem(0)
+    for call in (lambda: gradient_ascent(scale * X, y),
+                 lambda: gradient_ascent(scale * X, y, lr=1e-3),
+                 lambda: default_learning_rate(scale * X)):
+        with pytest.raises(ValueError, match=f"the features are too {word}.*standardise"):
+            call()
+
+
+def test_overflowing_predictor_or_hessian_is_a_value_error():
+    X, y, _ = make_problem(0)
+    w_big = np.full(X.shape[1], 1e307)
+    for fn in (log_likelihood, log_likelihood_terms, gradient, hessian):
+        with pytest.raises(ValueError, match=r"linear predictor w·x_\d+ overflows"):
+            fn(w_big, 1e10 * X, y)
+    # w·x = inf - inf = NaN inside the sum
+    with pytest.raises(ValueError, match=r"w·x_0 overflows \(nan\)"):
+        log_likelihood([1e200, -1e200], [[1e200, 1e200]], [1])
+    # at w ~ 1e-200 the predictor of 1e200 X is moderate, but X^T S X is not representable
+    with pytest.raises(ValueError, match="the Hessian -X\\^T S X overflows.*standardise"):
+        hessian(np.full(X.shape[1], 1e-200), 1e200 * X, y)
+    with pytest.raises(ValueError, match="w0·x_\\d+ overflows"):
+        gradient_ascent(X, y, w0=np.full(X.shape[1], 1e308))
+
+
+def test_diverging_user_learning_rate_is_a_value_error():
+    X, y, _ = make_problem(0)
+    with pytest.raises(ValueError, match=r"diverged: at step 1 .*lr=1e\+307 is far too"):
+        gradient_ascent(X, y, lr=1e307)
+    # a huge lr that does not overflow gives finite numbers (and the decrease warning)
+    with pytest.warns(UserWarning, match="decreased"):
+        res = gradient_ascent(X, y, lr=1e300, max_iter=100)
+    assert np.all(np.isfinite(res.log_likelihood)) and np.all(np.isfinite(res.w))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x_exp=st.integers(-320, 307),
+    w_exp=st.integers(-320, 308),
+    signs=st.lists(st.sampled_from([-1.0, 1.0]), min_size=6, max_size=6),
+)
+def test_no_nan_and_no_overflow_error_at_any_magnitude(x_exp, w_exp, signs):
+    """Finite inputs of any magnitude give finite results or a ValueError, never NaN, inf,
+    an OverflowError or a floating-point RuntimeWarning."""
+    X = np.array([[1.0, 2.0], [1.0, -1.0], [1.0, 0.5]]) * np.array(signs[:3])[:, None]
+    X = X * float(f"1e{x_exp}")  # entries up to 2e307, finite
+    w = np.array(signs[3:5]) * float(f"1e{w_exp}")
+    y = GOOD_Y
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # overflow, invalid value
+        warnings.simplefilter("ignore", SeparableDataWarning)
+        warnings.simplefilter("ignore", UserWarning)  # L decreased: lr too large
+        for call in (
+            lambda: log_likelihood(w, X, y),
+            lambda: log_likelihood_terms(w, X, y),
+            lambda: gradient(w, X, y),
+            lambda: hessian(w, X, y),
+            lambda: default_learning_rate(X),
+            lambda: gradient_ascent(X, y, max_iter=50),
+            lambda: gradient_ascent(X, y, w0=w, max_iter=50),
+            lambda: is_separable(X, y),
+        ):
+            try:
+                out = call()
+            except ValueError:
+                continue
+            if isinstance(out, GradientAscentResult):
+                assert np.all(np.isfinite(out.w)) and np.all(np.isfinite(out.log_likelihood))
+                assert np.isfinite(out.lr) and out.lr > 0
+            elif not isinstance(out, bool):
+                assert np.all(np.isfinite(out)), out
+
+
+# ---------------------------------------------------------------------------------------------
+# argument types, for every function
+
+
+@pytest.mark.parametrize("fn", [sigmoid, log_sigmoid])
+@pytest.mark.parametrize(
+    "z, match",
+    [("abc", "z must be an array of numbers"), (1 + 2j, "z must hold real numbers"),
+     ([0.5, 1j], "z must hold real numbers"), ([1.0, {}], "z must be an array of real numbers"),
+     ([[1.0], [1.0, 2.0]], "z must be an array of numbers")],
+)
+def test_sigmoid_type_errors_name_z(fn, z, match):
+    with pytest.raises(TypeError, match=match):
+        fn(z)
+
+
+@pytest.mark.parametrize("arg", ["w", "X", "y"])
+@pytest.mark.parametrize("bad", ["complex", "strings", "ragged"])
+@pytest.mark.parametrize("fn", [log_likelihood, log_likelihood_terms, gradient, hessian])
+def test_bad_arrays_are_type_errors_naming_them(fn, arg, bad):
+    args = {"w": GOOD_W, "X": GOOD_X, "y": GOOD_Y}
+    value = np.asarray(args[arg])
+    args[arg] = {"complex": value + 0j, "strings": value.astype(str).tolist(),
+                 "ragged": [value.tolist(), [1.0]]}[bad]
+    with pytest.raises(TypeError, match=f"^{arg} must"):
+        fn(args["w"], args["X"], args["y"])
+
+
+@pytest.mark.parametrize("fn", [is_separable, gradient_ascent])
+@pytest.mark.parametrize("arg", ["X", "y"])
+def test_complex_data_is_a_type_error(fn, arg):
+    X, y = (GOOD_X + 0j, GOOD_Y) if arg == "X" else (GOOD_X, GOOD_Y + 0j)
+    with pytest.raises(TypeError, match=f"^{arg} must hold real numbers, got complex"):
+        fn(X, y)
+    if arg == "X":
+        with pytest.raises(TypeError, match="^X must hold real numbers"):
+            default_learning_rate(X)
+
+
+NOT_INTEGERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=4),
+    st.none(), st.complex_numbers(), st.just(np.float64(10.0)), st.just([10]),
+)
+NOT_REALS = st.one_of(
+    st.booleans(), st.text(max_size=4), st.complex_numbers(), st.just([0.1]),
+    st.just(np.array([0.1])), st.just(np.bool_(True)),
+)
+NEGATIVE_OR_NOT_FINITE = st.one_of(
+    st.just(np.nan), st.just(np.inf), st.just(-np.inf),
+    st.floats(max_value=-1e-300, allow_nan=False), st.integers(max_value=-1),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arg=st.sampled_from(["max_iter", "lr", "tol"]),
+    data=st.data(),
+)
+def test_bad_scalars_name_the_argument(arg, data):
+    """A float, bool, string, None, NaN, infinite or negative value where it does not belong:
+    TypeError (wrong type) or ValueError (out of range) whose message starts with the name."""
+    if arg == "max_iter":
+        value = data.draw(st.one_of(NOT_INTEGERS, st.integers(max_value=-1)))
+        want = ValueError if isinstance(value, int) and not isinstance(value, bool) else TypeError
+    else:
+        choices = [NOT_REALS, NEGATIVE_OR_NOT_FINITE]
+        if arg == "lr":
+            choices.append(st.just(0.0))
+        else:
+            choices.append(st.none())
+        value = data.draw(st.one_of(*choices))
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = ValueError if is_number else TypeError
+    with pytest.raises((TypeError, ValueError)) as info:
+        gradient_ascent(GOOD_X, GOOD_Y, **{arg: value})
+    assert info.type is want, (value, info.value)
+    assert str(info.value).startswith(f"{arg} must"), str(info.value)
