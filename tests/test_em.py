@@ -386,3 +386,75 @@ def test_find_decreases_is_every_drop_beyond_rounding(trace):
         assert (i in found) == beyond
         if beyond:
             assert found[i] == drop
+
+
+# ---------------------------------------------------------------- the rate of convergence
+Y_LINKAGE = (125, 18, 20, 34)  # Dempster, Laird and Rubin (1977), section 1
+
+
+def linkage_e_step(t):
+    y1 = Y_LINKAGE[0]
+    return y1 * (t[0] / 4) / (0.5 + t[0] / 4)
+
+
+def linkage_m_step(x2):
+    _, y2, y3, y4 = Y_LINKAGE
+    return np.array([(x2 + y4) / (x2 + y2 + y3 + y4)])
+
+
+def linkage_map(t):
+    return linkage_m_step(linkage_e_step(t))
+
+
+def linkage_log_lik(t):
+    y1, y2, y3, y4 = Y_LINKAGE
+    t = t[0]
+    return float(y1 * np.log(2 + t) + (y2 + y3) * np.log(1 - t) + y4 * np.log(t))
+
+
+def test_rate_matrix_of_a_linear_map_is_the_map():
+    a = np.random.default_rng(0).normal(size=(4, 4)) * 0.3
+    centre = np.array([1.0, -2.0, 0.5, 3.0])
+    jac = em.rate_matrix(lambda t: centre + a @ (t - centre), centre)
+    np.testing.assert_allclose(jac, a, rtol=0, atol=1e-9)
+    assert em.convergence_rate(lambda t: centre + a @ (t - centre), centre) == pytest.approx(
+        np.max(np.abs(np.linalg.eigvals(a))), rel=1e-8
+    )
+
+
+def test_linkage_rate_is_the_published_one_and_the_missing_information_fraction():
+    res = em.run(np.array([0.5]), linkage_e_step, linkage_m_step, linkage_log_lik,
+                 tol=0, max_iter=40)
+    t = float(res.theta[0])
+    assert t == pytest.approx(0.6268214980, abs=1e-9)  # the paper's value
+    rate = em.convergence_rate(linkage_map, res.theta)
+    assert rate == pytest.approx(0.1328, abs=5e-5)  # the paper reports 0.1328
+    # I_obs: minus the second derivative of ln p, by central differences of ln p itself.
+    h = 1e-4
+    i_obs = -(linkage_log_lik([t + h]) - 2 * linkage_log_lik([t]) + linkage_log_lik([t - h])) / h**2
+    # I_c: the expected complete-data information at t (x2 is the expected hidden count).
+    _, y2, y3, y4 = Y_LINKAGE
+    x2 = linkage_e_step([t])
+    i_c = (x2 + y4) / t**2 + (y2 + y3) / (1 - t) ** 2
+    assert rate == pytest.approx(1 - i_obs / i_c, rel=1e-6)
+    # The measured ratio of successive errors agrees with the predicted rate.
+    errors = np.abs(np.array([th[0] for th in res.thetas[:12]]) - t)
+    ratios = errors[1:] / errors[:-1]
+    assert ratios[-1] == pytest.approx(rate, rel=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"theta_star": [[0.5]]}, ValueError, "theta_star must be 1-D"),
+        ({"theta_star": [np.nan]}, ValueError, "theta_star contains NaN"),
+        ({"step": 0.0}, ValueError, "step must be a positive finite number"),
+        ({"step": "small"}, TypeError, "step must be a real number"),
+        ({"em_map": lambda t: np.ones(2)}, ValueError, "returned a vector of size 2"),
+        ({"em_map": lambda t: t * np.inf}, ValueError, "non-finite"),
+    ],
+)
+def test_rate_matrix_bad_input(kwargs, exc, match):
+    args = {"em_map": linkage_map, "theta_star": [0.6268], **kwargs}
+    with pytest.raises(exc, match=match):
+        em.rate_matrix(args.pop("em_map"), args.pop("theta_star"), **args)
