@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import logsumexp
 
 from emtutor import _gaussian as _g
 from emtutor._validation import (
@@ -63,6 +64,8 @@ __all__ = [
     "EmptyComponentWarning",
     "GMMResult",
     "Params",
+    "aic",
+    "bic",
     "check_params",
     "covariance_type_of",
     "e_step",
@@ -70,10 +73,12 @@ __all__ = [
     "log_joint",
     "log_likelihood",
     "m_step",
+    "n_parameters",
     "natural_parameters",
     "predict",
     "predict_proba",
     "sample",
+    "score_samples",
     "sufficient_statistics",
 ]
 
@@ -583,6 +588,106 @@ def log_likelihood(X: ArrayLike, params: Params) -> float:
     """
     problem, theta = _prepare(X, params)
     return problem.log_likelihood(theta)
+
+
+def score_samples(X: ArrayLike, params: Params) -> np.ndarray:
+    """Per-point log-likelihood ``ln p(x_n | theta) = ln sum_k w_k N(x_n | mu_k, Sigma_k)``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    params : Params
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        Its sum is :func:`log_likelihood`; its mean is what a held-out comparison of
+        models uses (per point, so data sets of different sizes compare).
+
+    Raises
+    ------
+    ValueError
+        As :func:`log_joint`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.stats import norm
+    >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
+    >>> print(score_samples([[1.0], [3.0]], p).round(6))
+    [-1.418939 -2.093935]
+    >>> print(np.log(0.5 * norm.pdf([1.0, 3.0]) + 0.5 * norm.pdf([1.0, 3.0], 2.0)).round(6))
+    [-1.418939 -2.093935]
+    """
+    problem, theta = _prepare(X, params)
+    return logsumexp(problem.log_joint(theta), axis=0)
+
+
+def n_parameters(params: Params) -> int:
+    """Number of free parameters of a mixture: what BIC and AIC count.
+
+    ``K - 1`` weights (they sum to 1), ``K D`` means, and per component ``D (D + 1) / 2``
+    ("full"), ``D`` ("diag") or 1 ("spherical") covariance entries, as scikit-learn counts.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> print(n_parameters(Params(np.full(3, 1 / 3), np.zeros((3, 2)), np.ones((3, 2)))))
+    14
+    """
+    params = check_params(params)
+    k, d = params.means.shape
+    per_component = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1}
+    return int(k - 1 + k * d + k * per_component[covariance_type_of(params)])
+
+
+def bic(X: ArrayLike, params: Params) -> float:
+    """Bayesian information criterion ``-2 ln p(X | theta) + n_parameters ln N`` (lower is better).
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    params : Params
+        Usually the result of :func:`fit`; BIC penalises each free parameter by ``ln N``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X, _ = sample(Params([0.5, 0.5], [[-3.0], [3.0]], [1.0, 1.0]), 400, random_state=0)
+    >>> scores = [bic(X, fit(X, k, random_state=0).params) for k in (1, 2, 3)]
+    >>> print(int(np.argmin(scores)) + 1)
+    2
+    """
+    X = _check_X(X)
+    return -2.0 * log_likelihood(X, params) + n_parameters(params) * math.log(X.shape[0])
+
+
+def aic(X: ArrayLike, params: Params) -> float:
+    """Akaike information criterion ``-2 ln p(X | theta) + 2 n_parameters`` (lower is better).
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    params : Params
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
+    >>> X = np.array([[1.0], [3.0]])
+    >>> print(round(aic(X, p), 6), round(-2 * log_likelihood(X, p) + 2 * n_parameters(p), 6))
+    17.025749 17.025749
+    """
+    X = _check_X(X)
+    return -2.0 * log_likelihood(X, params) + 2.0 * n_parameters(params)
 
 
 def m_step(

@@ -676,3 +676,25 @@ def test_posterior_with_components_of_weight_zero():
     assert np.all(resp[[0, 2]] == 0.0) and np.all(np.isfinite(resp))
     np.testing.assert_allclose(resp.sum(axis=0), 1.0, rtol=1e-15)
     assert ll == pytest.approx(float(np.logaddexp(lj[1], lj[3]).sum()), rel=1e-13)
+
+
+# ------------------------------------------------------------ model choice: BIC, AIC, per point
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_bic_aic_and_score_samples_match_sklearn(covariance_type, k):
+    X = clusters(7, n=240, d=3)
+    res = gmm.fit(X, k, covariance_type=covariance_type, max_iter=30, random_state=0)
+    p = res.params
+    cov = np.asarray(p.covariances)
+    precisions = np.linalg.inv(cov) if covariance_type == "full" else 1.0 / cov
+    model = GaussianMixture(k, covariance_type=covariance_type)
+    model.weights_, model.means_, model.covariances_ = p.weights, p.means, cov
+    model.precisions_cholesky_ = (
+        np.linalg.cholesky(precisions) if covariance_type == "full" else np.sqrt(precisions)
+    )
+    assert gmm.bic(X, p) == pytest.approx(model.bic(X), rel=1e-10)
+    assert gmm.aic(X, p) == pytest.approx(model.aic(X), rel=1e-10)
+    assert gmm.n_parameters(p) == model._n_parameters()
+    np.testing.assert_allclose(gmm.score_samples(X, p), model.score_samples(X), rtol=1e-10)
+    assert gmm.score_samples(X, p).sum() == pytest.approx(gmm.log_likelihood(X, p), rel=1e-12)
