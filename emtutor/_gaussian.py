@@ -47,6 +47,7 @@ __all__ = [
     "EMPTY",
     "FEATURE_LIMIT",
     "Moments",
+    "Prior",
     "ROUNDING_BUDGET",
     "cholesky",
     "covariance_type_of",
@@ -56,6 +57,7 @@ __all__ = [
     "moments",
     "n_features",
     "natural_parameters",
+    "log_prior",
     "params_from_moments",
     "posterior",
 ]
@@ -373,22 +375,93 @@ def moments(T: np.ndarray | None, X: np.ndarray, resp: np.ndarray, covariance_ty
     return Moments(totals, means, scatter, empty)
 
 
-def params_from_moments(m: Moments, reg: float, fallback_means, fallback_covariances):
+class Prior(NamedTuple):
+    """Conjugate priors of MAP-EM, in the units of the data they are used with.
+
+    ``concentration`` (K,): a Dirichlet prior on the weights, every entry ``>= 1`` (or
+    ``None``). ``scale`` and ``dof``: an inverse-Wishart prior ``IW(scale, dof)`` on each
+    full covariance, with ``scale`` (D, D); for "diag" each variance has the
+    one-dimensional inverse-Wishart (inverse-gamma) prior ``IW(scale_d, dof)`` with
+    ``scale`` (D,), for "spherical" the one variance ``IW(scale, dof)`` with a scalar
+    ``scale`` (or ``None`` for no covariance prior).
+    """
+
+    concentration: np.ndarray | None
+    scale: np.ndarray | float | None
+    dof: float | None
+
+
+def params_from_moments(
+    m: Moments, reg: float, fallback_means, fallback_covariances, prior: Prior | None = None
+):
     """M-step: weights, means and covariances (scatter + ``reg`` on the diagonal).
 
     Weights are ``(N_k + EMPTY) / sum_j (N_j + EMPTY)`` as in scikit-learn, so none is exactly
     zero. Empty components take their mean and covariance from the fallbacks.
+
+    With a :class:`Prior` the M-step maximises ``Q(theta) + ln p(theta)`` instead (MAP-EM):
+    ``w_k = (N_k + a_k - 1) / (N + sum_j a_j - K)`` for the Dirichlet concentration ``a``,
+    and for an inverse-Wishart ``IW(Psi, nu)`` on ``Sigma_k`` (flat prior on the means)
+
+        Sigma_k = (Psi + N_k S_k) / (N_k + nu + D + 1)      ("full"),
+        s_kd = (psi_d + N_k S_kd) / (N_k + nu + 2)         ("diag"),
+        s_k = (psi + N_k D S_k) / (N_k D + nu + 2)         ("spherical"),
+
+    with ``S_k`` the scatter about the weighted mean (``reg`` is still added after).
     """
-    weights = (m.totals + EMPTY) / (m.totals + EMPTY).sum()
-    means = m.means.copy()
-    if m.scatter.ndim == 3:
-        covariances = m.scatter + reg * np.eye(m.scatter.shape[-1])
+    concentration = None if prior is None else prior.concentration
+    if concentration is None:
+        weights = (m.totals + EMPTY) / (m.totals + EMPTY).sum()
     else:
-        covariances = m.scatter + reg
+        weights = (m.totals + concentration - 1.0 + EMPTY)
+        weights = weights / weights.sum()
+    means = m.means.copy()
+    scatter = m.scatter
+    if prior is not None and prior.scale is not None:
+        n_k = m.totals
+        if scatter.ndim == 3:
+            d = scatter.shape[-1]
+            scatter = (prior.scale + n_k[:, None, None] * scatter) / (
+                n_k + prior.dof + d + 1.0
+            )[:, None, None]
+        elif scatter.ndim == 2:
+            scatter = (prior.scale + n_k[:, None] * scatter) / (n_k + prior.dof + 2.0)[:, None]
+        else:
+            d = m.means.shape[1]
+            scatter = (prior.scale + n_k * d * scatter) / (n_k * d + prior.dof + 2.0)
+    if scatter.ndim == 3:
+        covariances = scatter + reg * np.eye(scatter.shape[-1])
+    else:
+        covariances = scatter + reg
     if m.empty.any():
         means[m.empty] = fallback_means[m.empty]
         covariances[m.empty] = fallback_covariances[m.empty]
     return weights, means, covariances
+
+
+def log_prior(weights, covariances, prior: Prior | None) -> float:
+    """``ln p(theta)`` of the priors of a :class:`Prior` (0 without one), in its units.
+
+    The Dirichlet density of the weights plus, per component, the inverse-Wishart density
+    of its covariance (inverse-gamma for each variance of "diag" and "spherical"); the
+    means have a flat prior, which adds a constant.
+    """
+    from scipy.stats import dirichlet, invgamma, invwishart
+
+    if prior is None:
+        return 0.0
+    total = 0.0
+    if prior.concentration is not None:
+        with np.errstate(divide="ignore"):
+            total += float(dirichlet(prior.concentration).logpdf(weights / weights.sum()))
+    if prior.scale is not None:
+        if covariances.ndim == 3:
+            total += float(sum(invwishart(df=prior.dof, scale=prior.scale).logpdf(c)
+                               for c in covariances))
+        else:
+            shape, scale = prior.dof / 2.0, np.asarray(prior.scale) / 2.0
+            total += float(invgamma(shape, scale=scale).logpdf(covariances).sum())
+    return total
 
 
 def expected_complete_loglik(weights, means, covariances, m: Moments) -> float:

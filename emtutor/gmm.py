@@ -120,6 +120,11 @@ class GMMResult(EMResult):
         ``p(z_n = k | x_n, theta)`` at the final parameters.
     covariance_type : str
         "full", "diag" or "spherical".
+    log_prior : numpy.ndarray or None
+        With priors (MAP-EM), ``log_prior[i] = ln p(thetas[i])``, and ``log_likelihood``
+        then holds the log posterior ``ln p(X | theta_i) + ln p(theta_i)`` (up to the
+        constant ``ln p(X)``), the objective MAP-EM never decreases; the log-likelihood
+        itself is ``log_likelihood - log_prior``. ``None`` without priors.
 
     Notes
     -----
@@ -141,6 +146,7 @@ class GMMResult(EMResult):
 
     responsibilities: np.ndarray
     covariance_type: str
+    log_prior: np.ndarray | None = None
 
     @property
     def params(self) -> Params:
@@ -298,7 +304,10 @@ class _Problem:
     ``e_step(theta)``, and ``m_step`` keeps the moments that ``elbo`` needs.
     """
 
-    def __init__(self, X: np.ndarray, covariance_type: str, reg_covar: float = 0.0):
+    def __init__(
+        self, X: np.ndarray, covariance_type: str, reg_covar: float = 0.0,
+        prior: _g.Prior | None = None,
+    ):
         n, d = X.shape
         self.covariance_type = covariance_type
         # Work on a transposed copy: reductions over the points then run along contiguous
@@ -317,6 +326,10 @@ class _Problem:
         else:  # too many features to store: every step works on the centred data directly
             self.T = self.t_max = None
         self.reg = reg_covar / self.scale**2
+        self.prior = prior  # in the units of the data
+        self.scaled_prior = None if prior is None else prior._replace(
+            scale=None if prior.scale is None else prior.scale / self.scale**2
+        )
         self.log_scale = math.log(self.scale)
         self.shift = -n * d * self.log_scale  # ln p(X) = ln p(scaled X) - N D ln(scale)
         self.iteration = 0
@@ -337,10 +350,17 @@ class _Problem:
         lj -= self.X.shape[1] * self.log_scale
         return lj
 
+    def log_prior(self, theta: Params) -> float:
+        """``ln p(theta)`` in the units of the data (0 without priors)."""
+        if self.prior is None:
+            return 0.0
+        return _g.log_prior(theta.weights, theta.covariances * self.scale**2, self.prior)
+
     def log_likelihood(self, theta: Params) -> float:
+        """``ln p(X | theta)``, plus ``ln p(theta)`` with priors: the objective EM climbs."""
         lj = _g.log_joint(self.T, self.X, self.t_max, *theta)
         resp, ll = _g.posterior(lj)
-        ll += self.shift
+        ll += self.shift + self.log_prior(theta)
         self._post = (theta, resp, ll)
         return ll
 
@@ -367,7 +387,9 @@ class _Problem:
         self.iteration += 1
         m = self.moments(resp)
         _warn_empty(m, f"at iteration {self.iteration}")
-        theta = Params(*_g.params_from_moments(m, self.reg, *theta_old[1:]))
+        theta = Params(
+            *_g.params_from_moments(m, self.reg, *theta_old[1:], prior=self.scaled_prior)
+        )
         self.check_covariances(theta, f"after M-step {self.iteration}")
         self._moments = (resp, m, theta_old, ll_old)
         return theta
@@ -378,6 +400,8 @@ class _Problem:
         if resp is not resp_m:
             raise RuntimeError("elbo expects the responsibilities of the last m_step")
         gain = _g.expected_complete_loglik(*theta, m) - _g.expected_complete_loglik(*theta_old, m)
+        if self.prior is not None:  # L(q, theta) + ln p(theta): the bound of MAP-EM
+            gain += self.log_prior(theta) - self.log_prior(theta_old)
         return ll_old + gain
 
 
@@ -903,6 +927,8 @@ def fit(
     tol: float = 1e-10,
     reg_covar: float = 1e-6,
     random_state: int | np.random.Generator | None = None,
+    weight_concentration: float | ArrayLike | None = None,
+    covariance_prior: tuple | None = None,
 ) -> GMMResult:
     """Fit a Gaussian mixture by EM (via :func:`emtutor.em.run`) and return the full trace.
 
@@ -940,6 +966,18 @@ def fit(
     random_state : None, int or numpy.random.Generator
         Seed or generator for the initialisation; an int reproduces a fit exactly. With
         ``n_init > 1`` one generator serves the starts in turn.
+    weight_concentration : float or array_like of shape (K,), optional
+        A Dirichlet prior on the weights, with every concentration ``>= 1`` (1 is flat):
+        MAP-EM. The M-step then gives ``w_k = (N_k + a_k - 1) / (N + sum_j a_j - K)``.
+    covariance_prior : (scale, dof), optional
+        A conjugate prior on each component's covariance: inverse-Wishart ``IW(scale,
+        dof)`` with ``scale`` of shape (D, D) (symmetric positive definite) and
+        ``dof > D - 1`` for "full"; for "diag" an inverse-Wishart in one dimension
+        (inverse-gamma) on each variance, ``scale`` of shape (D,) and ``dof > 0``; for
+        "spherical" the same on the one variance, ``scale`` a positive number. It keeps
+        covariances away from zero as a prior, unlike ``reg_covar``, which scikit-learn
+        adds after the M-step and which is not the MAP estimate of any prior. With a
+        prior, pass ``reg_covar=0`` for an exact MAP M-step.
 
     Returns
     -------
@@ -947,6 +985,7 @@ def fit(
         ``params``, ``log_likelihood`` (entry ``i`` = ``ln p(X | theta_i)``, entry 0 at the
         initial parameters), ``elbo`` (entry ``i`` = ``L(q_i, theta_{i + 1})``), ``n_iter``,
         ``converged``, ``responsibilities`` at the final parameters, and the whole trace.
+        With a prior, ``log_likelihood`` is the log posterior (see :class:`GMMResult`).
 
     Raises
     ------
@@ -1021,8 +1060,9 @@ def fit(
     else:
         raise TypeError(f"init must be 'kmeans++', 'random' or Params, got {type(init).__name__}")
     rng = check_random_state(random_state)
+    prior = _check_prior(weight_concentration, covariance_prior, k, X.shape[1], covariance_type)
 
-    problem = _Problem(X, covariance_type, reg_covar)
+    problem = _Problem(X, covariance_type, reg_covar, prior)
     best = None
     for _ in range(n_init):
         problem.iteration = 0
@@ -1050,4 +1090,49 @@ def fit(
         decreases=trace.decreases,
         responsibilities=np.ascontiguousarray(resp.T),
         covariance_type=covariance_type,
+        log_prior=None if prior is None else np.array([problem.log_prior(t) for t in trace.thetas]),
     )
+
+
+def _check_prior(concentration, covariance_prior, k: int, d: int, covariance_type: str):
+    """Validate the priors of :func:`fit` and return a :class:`emtutor._gaussian.Prior`."""
+    if concentration is None and covariance_prior is None:
+        return None
+    alpha = None
+    if concentration is not None:
+        if np.ndim(concentration) == 0:
+            concentration = np.full(k, check_real(concentration, "weight_concentration"))
+        alpha = as_float_array(concentration, "weight_concentration", ndim=1)
+        if alpha.shape != (k,):
+            raise ValueError(
+                f"weight_concentration must be a number or have shape ({k},), got {alpha.shape}"
+            )
+        if (alpha < 1).any():
+            j = int(np.argmax(alpha < 1))
+            raise ValueError(
+                "weight_concentration must be >= 1 (below 1 the prior's mode leaves the "
+                f"simplex), got {alpha[j]:g} at index {j}"
+            )
+    scale = dof = None
+    if covariance_prior is not None:
+        if not isinstance(covariance_prior, tuple) or len(covariance_prior) != 2:
+            raise TypeError(
+                "covariance_prior must be a pair (scale, dof), got "
+                f"{type(covariance_prior).__name__}"
+            )
+        want = {"full": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
+        scale = as_float_array(covariance_prior[0], "covariance_prior scale", ndim=len(want))
+        if scale.shape != want:
+            raise ValueError(
+                f"covariance_prior scale must have shape {want} for {covariance_type!r} "
+                f"covariances in {d} dimensions, got {scale.shape}"
+            )
+        low = d - 1 if covariance_type == "full" else 0
+        dof = check_real(covariance_prior[1], "covariance_prior dof", low=float(low), strict=True)
+        if covariance_type == "full":
+            _check_positive_definite(scale[None], "covariance_prior scale")
+        elif not (scale > 0).all():
+            raise ValueError(f"covariance_prior scale must be positive, got {scale.tolist()}")
+        if covariance_type == "spherical":
+            scale = float(scale)
+    return _g.Prior(alpha, scale, dof)
