@@ -73,6 +73,12 @@ and if the past and the future contradict each other by more than about 700 nats
 state that carries the posterior mass may have underflowed in both vectors. This is
 detected (``sum_k alpha_t(k) beta_t(k)`` vanishes) and the affected group of sequences is
 recomputed by :func:`_posterior_log`, a plain log-space recursion: slow, but exact.
+
+Even an exact posterior in probability space loses its tiny entries: a state whose log
+emission at a step is more than about 745 below the best one has a posterior probability
+that underflows to 0, although its logarithm is finite. A divergence ``KL(q || p)`` needs
+``ln p`` wherever ``q`` has mass, so :func:`log_marginals` computes the logs of the posterior
+marginals in log space throughout (for :func:`emtutor.hmm.kl_to_posterior`, not the E-step).
 """
 
 from __future__ import annotations
@@ -558,6 +564,115 @@ def _posterior_log(log_startprob, log_A, log_E, lengths=None, pairwise=False):
         xi *= (np.arange(1, T)[:, None] < np.asarray(lengths)[None, :])[:, :, None, None]
     xi = xi.transpose(1, 0, 2, 3) if pairwise else xi.sum(axis=(0, 1))
     return np.ascontiguousarray(gamma), xi, ll
+
+
+def log_marginals(log_startprob, log_A, log_E):
+    """Logs of the posterior marginals of one sequence, computed in log space throughout.
+
+    Where a time step's log emissions differ by more than about 745, the posterior
+    probabilities of the unlikely states underflow to 0 (in the scaled recursions and in
+    any probability-space answer), although their logarithms are finite. A divergence
+    ``KL(q || p)`` needs those logarithms wherever ``q`` puts mass, so this function keeps
+    everything in log space: the forward and backward variables are log vectors, shifted
+    after every step so that their largest entry is 0 (the shifts cancel in the
+    normalisations below), and each step's ``logsumexp`` is taken relative to the largest
+    term of each sum. ``-inf`` then marks exactly the states and pairs that the posterior
+    rules out (a zero start, transition or emission probability, or no possible path
+    through them).
+
+    Slow next to the scaled recursions (a dozen numpy calls per time step and direction in a
+    Python loop, a few tens of us per time step in all), which is why the E-step of
+    :func:`emtutor.hmm.fit` does not use it.
+
+    Parameters
+    ----------
+    log_startprob : ndarray, shape (K,)
+    log_A : ndarray, shape (K, K)
+    log_E : ndarray, shape (T, K)
+        Log emissions; no row may be ``-inf`` everywhere.
+
+    Returns
+    -------
+    log_gamma : ndarray, shape (T, K)
+        ``ln p(z_t = k | V)``.
+    log_xi : ndarray, shape (T - 1, K, K)
+        ``ln p(z_{t-1} = i, z_t = j | V)`` for ``t = 1, ..., T - 1``.
+
+    Raises
+    ------
+    ValueError
+        If the observations are impossible under the model.
+
+    Examples
+    --------
+    Two states that never switch; the second step's evidence favours state 0 by 2000 nats,
+    so the posterior of state 1 is ``e^-2000``, 0 in floating point, but not its log:
+
+    >>> import numpy as np
+    >>> never_switch = np.array([[0.0, -np.inf], [-np.inf, 0.0]])  # ln of the identity
+    >>> lg, lx = log_marginals(np.log([0.5, 0.5]), never_switch,
+    ...                        np.array([[0.0, 0.0], [0.0, -2000.0]]))
+    >>> print(lg)
+    [[    0. -2000.]
+     [    0. -2000.]]
+    >>> print(lx[0])
+    [[    0.  -inf]
+     [ -inf -2000.]]
+    """
+    T, K = log_E.shape
+    shift = log_E.max(axis=1, keepdims=True)
+    if np.any(shift == -np.inf):
+        raise ValueError(_IMPOSSIBLE)
+    lE = log_E - shift  # every step's largest entry 0
+    la = np.empty((T, K))
+    lb = np.empty((T, K))
+    s = np.empty((K, K))
+    m, v, w = np.empty(K), np.empty(K), np.empty(K)
+    log_AT = np.ascontiguousarray(log_A.T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.add(log_startprob, lE[0], out=la[0])
+        top = la[0].max()
+        if top == -np.inf:
+            raise ValueError(_IMPOSSIBLE)
+        la[0] -= top
+        # Each step: v_j = ln sum_i exp(s_ji) with s_ji = la_{t-1}(i) + ln A_ij, taken relative
+        # to m_j = max_i s_ji; a column without a possible term has m_j = -inf, replaced by
+        # a finite -1e300 so that it gives ln 0 = -inf instead of NaN.
+        for t in range(1, T):
+            np.add(la[t - 1], log_AT, out=s)
+            s.max(axis=1, out=m)
+            np.maximum(m, -1e300, out=m)
+            s -= m[:, None]
+            np.exp(s, out=s)
+            s.sum(axis=1, out=v)
+            np.log(v, out=v)
+            v += m
+            v += lE[t]
+            top = v.max()
+            if top == -np.inf:
+                raise ValueError(_IMPOSSIBLE)
+            np.subtract(v, top, out=la[t])
+        lb[T - 1] = 0.0
+        for t in range(T - 2, -1, -1):  # the same with s_ij = ln A_ij + lE_{t+1}(j) + lb_{t+1}(j)
+            np.add(lE[t + 1], lb[t + 1], out=w)
+            np.add(log_A, w, out=s)
+            s.max(axis=1, out=m)
+            np.maximum(m, -1e300, out=m)
+            s -= m[:, None]
+            np.exp(s, out=s)
+            s.sum(axis=1, out=v)
+            np.log(v, out=v)
+            v += m
+            top = v.max()
+            np.subtract(v, top if top > -np.inf else 0.0, out=lb[t])
+        log_gamma = la + lb
+        log_gamma -= logsumexp(log_gamma, axis=1, keepdims=True)
+        log_xi = la[:-1, :, None] + log_A + (lE[1:] + lb[1:])[:, None, :]
+        if T > 1:
+            log_xi -= logsumexp(log_xi.reshape(T - 1, K * K), axis=1)[:, None, None]
+    if not np.all(np.isfinite(log_gamma.max(axis=1))):
+        raise ValueError(_IMPOSSIBLE)  # pragma: no cover (caught by the forward pass)
+    return log_gamma, log_xi
 
 
 def viterbi_batch(log_startprob, log_transmat, log_E, lengths=None):
