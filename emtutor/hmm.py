@@ -22,17 +22,21 @@ rows sum to 1) and an emission distribution per state, either
   ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))`` (equation ``eq-elbo-kl``) and
   ``L(q, theta) = Q(theta, theta_old) + H(q)`` (equation ``eq-bound-after-estep``) for a
   distribution ``q`` over whole paths that is a Markov chain, described by its one- and
-  two-slice marginals ``(gamma, xi)``.
+  two-slice marginals ``(gamma, xi)``. The KL is computed in log space, so it stays finite
+  where the posterior's probabilities underflow.
 
-On top sit :func:`fit` (Baum-Welch with a full log-likelihood trace and the package's
-stopping rule :func:`emtutor.em.has_converged`), :func:`score`, :func:`predict`,
-:func:`predict_proba` and :func:`sample`. Several sequences are passed as in hmmlearn:
-concatenated in ``X`` with their ``lengths``.
+On top sit :func:`fit` (Baum-Welch with a full log-likelihood trace, the package's stopping
+rule :func:`emtutor.em.has_converged` and any decrease of the log-likelihood recorded),
+:func:`score`, :func:`predict`, :func:`predict_proba` and :func:`sample`. Several sequences
+are passed as in hmmlearn: concatenated in ``X`` with their ``lengths``.
+
+Arguments are checked with the shared functions of ``emtutor._validation``: a wrong type
+(a float where an integer is needed, strings, complex numbers) raises ``TypeError``, a value
+out of range ``ValueError``, each naming the argument.
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,13 +48,23 @@ from scipy.linalg import solve_triangular
 from emtutor._forward_backward import (
     _IMPOSSIBLE,
     _buffer,
+    log_marginals,
     posterior_batch,
     viterbi_batch,
     viterbi_long,
 )
-from emtutor._validation import as_float_array, check_distribution, check_random_state
-from emtutor.bounds import Decomposition, entropy, kl_divergence
-from emtutor.em import EmptyComponentWarning, has_converged
+from emtutor._validation import (
+    as_float_array,
+    as_int_array,
+    check_distribution,
+    check_int,
+    check_max_iter,
+    check_random_state,
+    check_real,
+    check_tol,
+)
+from emtutor.bounds import Decomposition, _kl_log, entropy
+from emtutor.em import EmptyComponentWarning, find_decreases, has_converged
 
 __all__ = [
     "ChainPosterior",
@@ -130,7 +144,8 @@ class Params:
     ...        emissionprob=[[0.7, 0.3], [0.1, 0.9]])
     Traceback (most recent call last):
     ...
-    ValueError: rows of transmat must sum to 1 (along axis -1); row 0 sums to 1.1
+    ValueError: rows of transmat must sum to 1 (along axis -1); row 0 sums to 1.1, off by 0.1
+    (the tolerance is 1e-08)
     """
 
     startprob: np.ndarray
@@ -250,29 +265,74 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+# An alphabet inferred from the data (``X.max() + 1`` symbols) larger than this many symbols
+# per observation (and than _MIN_ALPHABET_CAP) is refused as almost surely a stray value.
+_SYMBOLS_PER_OBS = 10
+_MIN_ALPHABET_CAP = 1000
+
+
 def _check_symbols(X, n_symbols: int | None = None) -> np.ndarray:
-    arr = np.asarray(X)
-    if arr.ndim != 1:
+    """Categorical data: a 1-D array of whole numbers ``>= 0`` (below ``n_symbols`` if given)."""
+    sym = as_int_array(X, "X", low=0)
+    if sym.ndim != 1:
+        hint = (" (for hmmlearn's layout of shape (T, 1) pass X.ravel())"
+                if sym.ndim == 2 and sym.shape[1] == 1 else "")
         raise ValueError(
-            f"categorical X must be a 1-D array of integer symbols, got shape {arr.shape}"
+            f"categorical X must be a 1-D array of integer symbols, got shape {sym.shape}{hint}"
         )
-    if arr.size == 0:
-        raise ValueError("X is empty; at least one observation is needed")
-    if arr.dtype.kind in "iu":
-        sym = arr.astype(np.intp)
-    else:
-        f = as_float_array(arr, "X")
-        if np.any(f != np.round(f)):
-            raise ValueError("categorical X must hold integer symbols 0, 1, ..., M - 1")
-        sym = f.astype(np.intp)
-    if sym.min() < 0:
-        raise ValueError(f"symbols must be non-negative, found {int(sym.min())}")
-    if n_symbols is not None and sym.max() >= n_symbols:
+    if n_symbols is not None:
+        _check_alphabet(sym, n_symbols)
+    return sym.astype(np.intp, copy=False)
+
+
+def _check_alphabet(sym: np.ndarray, n_symbols: int) -> None:
+    top = int(sym.max())
+    if top >= n_symbols:
+        i = int(np.argmax(sym >= n_symbols))
         raise ValueError(
-            f"symbol {int(sym.max())} is outside the alphabet 0..{n_symbols - 1} "
-            f"of emissionprob (shape (K, {n_symbols}))"
+            f"symbol {top} is outside the alphabet 0..{n_symbols - 1} of emissionprob "
+            f"(shape (K, {n_symbols})); the first symbol outside it is X[{i}] = {int(sym[i])}"
         )
-    return sym
+
+
+def _alphabet_size(X: np.ndarray, n_states: int, init, n_symbols: int | None) -> int:
+    """Number of symbols ``M`` of a categorical fit: ``n_symbols``, else the number of columns
+    of the ``emissionprob`` of ``init``, else ``X.max() + 1`` (refused if absurdly large)."""
+    init_B = None
+    if isinstance(init, Params):
+        init_B = init.emissionprob
+    elif isinstance(init, Mapping):
+        init_B = init.get("emissionprob")
+    shape = np.shape(init_B) if init_B is not None else ()
+    M_init = int(shape[1]) if len(shape) == 2 else None
+    top = int(X.max())
+    if n_symbols is not None:
+        if M_init is not None and M_init != n_symbols:
+            raise ValueError(
+                f"n_symbols = {n_symbols} but the emissionprob of init has {M_init} columns "
+                f"(shape {shape}), one per symbol; they must agree (or omit n_symbols)"
+            )
+        if top >= n_symbols:
+            i = int(np.argmax(X >= n_symbols))
+            raise ValueError(
+                f"n_symbols = {n_symbols} but X contains symbol {top} (first at X[{i}] = "
+                f"{int(X[i])}); symbols must lie in 0..{n_symbols - 1}"
+            )
+        return n_symbols
+    if M_init is not None:
+        _check_alphabet(X, M_init)
+        return M_init
+    cap = max(_MIN_ALPHABET_CAP, _SYMBOLS_PER_OBS * X.size)
+    if top + 1 > cap:
+        i = int(np.argmax(X == top))
+        raise ValueError(
+            f"the largest symbol in X is {top} (at X[{i}]), so the alphabet inferred from the "
+            f"data would have {top + 1} symbols (an emission matrix of {n_states} x "
+            f"{top + 1}) for {X.size} observations; pass n_symbols if that alphabet is "
+            "intended, or re-code the symbols as 0..M-1 (e.g. np.unique(X, "
+            "return_inverse=True))"
+        )
+    return top + 1
 
 
 def _check_features(X, n_features: int | None = None) -> np.ndarray:
@@ -292,17 +352,7 @@ def _check_features(X, n_features: int | None = None) -> np.ndarray:
 def _check_lengths(lengths, n_obs: int) -> np.ndarray:
     if lengths is None:
         return np.array([n_obs], dtype=np.intp)
-    arr = np.asarray(lengths)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"lengths must be a non-empty 1-D array of integers, got {lengths!r}")
-    if arr.dtype.kind not in "iu":
-        f = as_float_array(arr, "lengths")
-        if np.any(f != np.round(f)):
-            raise ValueError("lengths must be integers")
-        arr = f
-    arr = arr.astype(np.intp)
-    if np.any(arr <= 0):
-        raise ValueError(f"every sequence length must be positive, got {int(arr.min())}")
+    arr = as_int_array(lengths, "lengths", ndim=1, low=1).astype(np.intp, copy=False)
     if int(arr.sum()) != n_obs:
         raise ValueError(
             f"lengths sum to {int(arr.sum())} but X has {n_obs} observations; "
@@ -905,8 +955,14 @@ def kl_to_posterior(gamma, xi, log_startprob, log_transmat, log_emission) -> flo
         \mathrm{KL}(q \,\|\, p) = \sum_{t=2}^{T} \mathrm{KL}(\xi_t \,\|\, \xi^p_t)
             - \sum_{t=2}^{T-1} \mathrm{KL}(\gamma_t \,\|\, \gamma^p_t),
 
-    with the posterior marginals ``gamma^p, xi^p`` from :func:`chain_posterior`. This is
-    computed from the definition, not as ``ln p - L``.
+    with the posterior marginals ``gamma^p, xi^p``. This is computed from the definition,
+    not as ``ln p - L``, and in log space: every term is ``q (ln q - ln p)`` with the logs of
+    the posterior marginals from a log-space forward-backward pass
+    (``emtutor._forward_backward.log_marginals``), never from probabilities. Where a time
+    step's log emissions differ by more than about 745 nats, the posterior probabilities of
+    the unlikely states underflow to 0 and a divergence computed from them would be
+    ``+inf``; their logs stay finite, and so does the KL. That pass is a Python loop over
+    the time steps (a few tens of us per step), far slower than :func:`forward_backward`.
 
     Parameters
     ----------
@@ -918,8 +974,9 @@ def kl_to_posterior(gamma, xi, log_startprob, log_transmat, log_emission) -> flo
     Returns
     -------
     float
-        ``>= 0``; ``+inf`` if ``q`` gives positive probability to a path the posterior rules
-        out.
+        ``>= 0``; ``+inf`` only if ``q`` gives positive probability to a state or a pair of
+        states that the posterior rules out (probability exactly 0: a zero start, transition
+        or emission probability, or no possible path through it).
 
     Examples
     --------
@@ -929,24 +986,32 @@ def kl_to_posterior(gamma, xi, log_startprob, log_transmat, log_emission) -> flo
     >>> uniform_g, uniform_x = np.full((3, 2), 0.5), np.full((2, 2, 2), 0.25)
     >>> print(f"{kl_to_posterior(uniform_g, uniform_x, lp, lA, lE):.6f}")
     1.614632
+
+    With 2000 nats of evidence at the middle step the posterior probability of state 1
+    there is ``e^-2000``, 0 in floating point; the divergence of the uniform ``q`` is finite:
+
+    >>> lE_far = np.array([[0.0, 0.0], [0.0, -2000.0], [0.0, 0.0]])
+    >>> print(f"{kl_to_posterior(uniform_g, uniform_x, lp, lA, lE_far):.4f}")
+    1000.1361
     """
     g, x = _check_chain_q(gamma, xi)
-    post = chain_posterior(log_startprob, log_transmat, log_emission)
-    if post.gamma.shape != g.shape:
+    _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
+    if lE.shape != g.shape:
         raise ValueError(
-            f"gamma has shape {g.shape} but the model gives posteriors of shape "
-            f"{post.gamma.shape}"
+            f"gamma has shape {g.shape} but the model gives posteriors of shape {lE.shape}"
         )
+    _factors_from_log(lE.T)  # names an observation impossible in every state
+    log_gamma, log_xi = log_marginals(ls, lA, lE)
     T, K = g.shape
     if T == 1:
-        return float(kl_divergence(g[0], post.gamma[0]))
-    kl_pairs = float(np.sum(kl_divergence(x.reshape(T - 1, K * K),
-                                          post.xi.reshape(T - 1, K * K))))
-    if not np.isfinite(kl_pairs):
+        return float(_kl_log(g[0], log_gamma[0]))
+    kl = float(np.sum(_kl_log(x.reshape(T - 1, K * K), log_xi.reshape(T - 1, K * K))))
+    if not np.isfinite(kl):
         return float("inf")
     if T > 2:
-        kl_pairs -= float(np.sum(kl_divergence(g[1:-1], post.gamma[1:-1])))
-    return kl_pairs
+        kl -= float(np.sum(_kl_log(g[1:-1], log_gamma[1:-1])))
+    # each term is >= 0 up to rounding, and so is their combination
+    return max(kl, 0.0)
 
 
 def decompose(gamma, xi, log_startprob, log_transmat, log_emission) -> Decomposition:
@@ -1121,9 +1186,7 @@ def sample(params: Params, n: int, random_state=None) -> tuple[np.ndarray, np.nd
     [0 1 0 1 0] [0 1 0 1 0]
     """
     params = _check_params(params)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    n = int(n)
+    n = check_int(n, "n", low=1)
     rng = check_random_state(random_state)
     K = params.n_states
 
@@ -1164,7 +1227,7 @@ def sample(params: Params, n: int, random_state=None) -> tuple[np.ndarray, np.nd
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class FitResult:
     """Result of :func:`fit`.
 
@@ -1178,13 +1241,60 @@ class FitResult:
     n_iter : int
         Number of EM iterations (M-steps) performed.
     converged : bool
-        Whether :func:`emtutor.em.has_converged` stopped the run before ``max_iter``.
+        Whether :func:`emtutor.em.has_converged` stopped the run before ``max_iter``
+        **and** the log-likelihood never fell beyond rounding during the run. A run with
+        decreases (see ``decreases``) is never reported as converged: exact Baum-Welch
+        never lowers ``ln p``, so where such a run stopped is not a fixed point to trust.
+        Always ``False`` with ``tol = 0``.
+    decreases : tuple of (int, float)
+        The iterations where ``ln p`` fell beyond rounding and the size of each drop
+        (:func:`emtutor.em.find_decreases` of ``log_likelihood``); empty for a correct run.
+        Each one was also announced by an :class:`emtutor.em.LikelihoodDecreaseWarning`.
+
+    Notes
+    -----
+    Instances compare by identity (``eq=False``). The ``repr`` shows the number of
+    iterations, ``converged``, the last log-likelihood and the decreases, not the
+    parameters or the whole trace.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Params(startprob=[1.0], transmat=[[1.0]], emissionprob=[[1.0]])
+    >>> FitResult(p, np.array([-3.0, -2.5, -2.75]), n_iter=2, converged=False,
+    ...           decreases=((2, 0.25),))
+    FitResult(n_iter=2, converged=False, log_likelihood[-1]=-2.75, decreases=((iteration 2: -0.25)))
     """
 
     params: Params
     log_likelihood: np.ndarray
     n_iter: int
     converged: bool
+    decreases: tuple[tuple[int, float], ...] = ()
+
+    def __repr__(self) -> str:
+        ll = np.asarray(self.log_likelihood, dtype=float)
+        last = f"{ll[-1]:.10g}" if ll.size else "none"
+        drops = ", ".join(f"(iteration {i}: -{d:.3g})" for i, d in self.decreases)
+        return (
+            f"{type(self).__name__}(n_iter={self.n_iter}, converged={self.converged}, "
+            f"log_likelihood[-1]={last}, decreases=({drops}))"
+        )
+
+
+class _CollapsedState(ValueError):
+    """A Gaussian state whose covariance came out singular in the M-step (``min_covar = 0``)."""
+
+    def __init__(self, state: int, detail: str):
+        self.state, self.detail = state, detail
+        super().__init__(self.message())
+
+    def message(self, when: str = "in the M-step") -> str:
+        return (
+            f"the covariance of state {self.state} collapsed {when} ({self.detail}): its "
+            "posterior mass sits on too few distinct points. Use min_covar > 0 (the default "
+            "is 1e-6) or fewer states"
+        )
 
 
 def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
@@ -1228,6 +1338,9 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
         cov /= safe[:, None]
         cov = np.maximum(cov, min_covar)
         cov[keep] = old.covariances[keep]
+        if not np.all(cov > 0):  # only possible with min_covar = 0 (NaN fails the test too)
+            k, d = (int(i) for i in np.argwhere(~(cov > 0))[0])
+            raise _CollapsedState(k, f"variance {cov[k, d]:.3g} in dimension {d}")
     else:
         D = means.shape[1]
         cov = np.empty((K, D, D))
@@ -1240,6 +1353,15 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
                 cov[k] = (v * np.maximum(w, min_covar)) @ v.T
                 cov[k] = 0.5 * (cov[k] + cov[k].T)
         cov[keep] = old.covariances[keep]
+        if min_covar == 0:
+            for k in range(K):
+                try:
+                    np.linalg.cholesky(cov[k])
+                except np.linalg.LinAlgError:
+                    w = np.linalg.eigvalsh(cov[k]) if np.all(np.isfinite(cov[k])) else [np.nan]
+                    raise _CollapsedState(
+                        k, f"smallest eigenvalue {np.min(w):.3g}, not positive definite"
+                    ) from None
     return Params(startprob, transmat, means=means, covariances=cov)
 
 
@@ -1273,11 +1395,22 @@ def m_step(X, gamma, xi_sum, params: Params, lengths=None, *,
     lengths : array_like of int, optional
         Sequence lengths, as given to :func:`forward_backward`.
     min_covar : float
-        Variance floor for Gaussian emissions.
+        Variance floor for Gaussian emissions, ``>= 0``.
 
     Returns
     -------
     Params
+
+    Raises
+    ------
+    TypeError
+        If an array holds non-numbers (strings, complex numbers) or ``min_covar`` is not a
+        real number.
+    ValueError
+        For malformed or inconsistent inputs: ``gamma`` not rows of probabilities of shape
+        (T, K), ``xi_sum`` not a non-negative (K, K) array, ``min_covar < 0``, or, with
+        ``min_covar = 0``, a Gaussian state whose covariance comes out singular (collapsed
+        onto too few points).
 
     Examples
     --------
@@ -1300,11 +1433,25 @@ def m_step(X, gamma, xi_sum, params: Params, lengths=None, *,
     if g.shape != (X.shape[0], K):
         raise ValueError(f"gamma must have shape ({X.shape[0]}, {K}), got {g.shape}")
     xs = as_float_array(xi_sum, "xi_sum", ndim=2)
-    if xs.shape != (K, K) or np.any(xs < 0):
-        raise ValueError(f"xi_sum must be a non-negative ({K}, {K}) array, got shape {xs.shape}")
-    if not (isinstance(min_covar, numbers.Real) and np.isfinite(min_covar) and min_covar >= 0):
-        raise ValueError(f"min_covar must be a non-negative number, got {min_covar!r}")
-    return _m_step(X, np.ascontiguousarray(g.T), xs, layout, params, float(min_covar))
+    if xs.shape != (K, K):
+        raise ValueError(f"xi_sum must have shape ({K}, {K}), got {xs.shape}")
+    if np.any(xs < 0):
+        i, j = (int(v) for v in np.argwhere(xs < 0)[0])
+        raise ValueError(
+            f"xi_sum must be non-negative (expected transition counts), got "
+            f"xi_sum[{i}, {j}] = {xs[i, j]:.6g}"
+        )
+    min_covar = check_real(min_covar, "min_covar", low=0.0)
+    return _m_step(X, np.ascontiguousarray(g.T), xs, layout, params, min_covar)
+
+
+def _check_choice(value, name: str, choices: tuple[str, ...]) -> None:
+    """TypeError unless ``value`` is a string, ValueError unless it is one of ``choices``."""
+    want = " or ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, {want}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be {want}, got {value!r}")
 
 
 _INIT_KEYS = {
@@ -1338,6 +1485,11 @@ def _initial_params(X, K, emission, covariance_type, init, n_symbols, rng, min_c
                 f"{params.covariance_type!r}, but covariance_type is {covariance_type!r}"
             )
         return params
+    if not isinstance(init, str):
+        raise TypeError(
+            "init must be 'random', 'kmeans', a mapping or a Params, got "
+            f"{type(init).__name__}"
+        )
     if init not in ("random", "kmeans"):
         raise ValueError(f"init must be 'random', 'kmeans' or a mapping, got {init!r}")
     if emission == "categorical":
@@ -1390,7 +1542,8 @@ def fit(
     posterior-weighted counts (categorical) or weighted means and covariances (Gaussian).
     The run stops when :func:`emtutor.em.has_converged` says so: the log-likelihood rose by
     less than ``tol * max(1, |ln p|)`` and did not fall (a fall issues an
-    :class:`emtutor.em.LikelihoodDecreaseWarning`).
+    :class:`emtutor.em.LikelihoodDecreaseWarning`, is recorded in ``decreases`` and makes
+    the run not ``converged``); with ``tol = 0`` it runs exactly ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -1398,7 +1551,7 @@ def fit(
         Categorical: 1-D integer symbols. Gaussian: shape (T, D). Several sequences are
         concatenated along the first axis, with ``lengths``.
     n_states : int
-        Number of hidden states ``K``.
+        Number of hidden states ``K``, ``>= 1``.
     emission : {"categorical", "gaussian"}
     covariance_type : {"diag", "full"}
         For Gaussian emissions.
@@ -1414,28 +1567,41 @@ def fit(
     max_iter : int
         Maximum number of iterations, ``>= 0``.
     tol : float
-        Tolerance of the stopping rule, positive; the default ``1e-10`` is relative to
+        Tolerance of the stopping rule, ``>= 0``; the default ``1e-10`` is relative to
         ``|ln p|`` (absolute when ``|ln p| <= 1``), close to the rounding level of a long
         forward recursion, so a run stops only when EM has essentially stopped moving.
+        ``tol = 0`` never reports convergence: the run stops after ``max_iter`` iterations
+        (to time or compare a fixed number of iterations).
     random_state : int, numpy.random.Generator or None
-        Seed for ``"random"`` and ``"kmeans"``.
+        Seed (``>= 0``) or generator for ``"random"`` and ``"kmeans"``.
     n_symbols : int, optional
-        Alphabet size ``M`` for categorical emissions with a random start; default
-        ``X.max() + 1``.
+        Alphabet size ``M`` (categorical emissions only): every symbol must lie in
+        ``0..M-1``, and an ``emissionprob`` given in ``init`` must have ``M`` columns.
+        Default: the number of columns of that ``emissionprob``, else ``X.max() + 1``; an
+        alphabet inferred from the data larger than ``max(1000, 10 T)`` symbols is refused
+        as a likely stray value (give ``n_symbols`` if it is intended).
     min_covar : float
         Floor on the variances (diagonal) or the eigenvalues of the covariances (full)
-        after every M-step, ``>= 0``.
+        after every M-step, ``>= 0``. With ``0`` a state can collapse onto a single point;
+        the fit then stops with an error naming the state and the iteration.
 
     Returns
     -------
     FitResult
-        ``params``, ``log_likelihood`` (length ``n_iter + 1``), ``n_iter``, ``converged``.
+        ``params``, ``log_likelihood`` (length ``n_iter + 1``), ``n_iter``, ``converged``,
+        ``decreases``.
 
     Raises
     ------
+    TypeError
+        If an integer argument (``n_states``, ``max_iter``, ``n_symbols``, entries of
+        ``lengths``) is not an integer, a real one (``tol``, ``min_covar``) not a real
+        number, ``random_state`` not a seed or a generator, ``init`` of the wrong type, or
+        ``X`` holds non-numbers (strings, complex numbers; booleans for categorical ``X``).
     ValueError
-        For malformed data, lengths, initial parameters or settings, or data that are
-        impossible under the initial parameters.
+        For malformed data, lengths, initial parameters or settings (out of range, or
+        inconsistent with each other), data that are impossible under the initial
+        parameters, or a Gaussian state that collapses with ``min_covar = 0``.
 
     Examples
     --------
@@ -1450,28 +1616,28 @@ def fit(
     >>> print(res.params.emissionprob.round(1))
     [[0.8 0.2]
      [0.2 0.8]]
+    >>> res
+    FitResult(n_iter=43, converged=True, log_likelihood[-1]=-305.4966622, decreases=())
+
+    With ``tol = 0`` exactly ``max_iter`` iterations run:
+
+    >>> fit(X, 2, random_state=0, max_iter=5, tol=0).n_iter
+    5
     """
-    if isinstance(n_states, bool) or not isinstance(n_states, numbers.Integral) or n_states < 1:
-        raise ValueError(f"n_states must be a positive integer, got {n_states!r}")
-    K = int(n_states)
-    if emission not in _INIT_KEYS:
-        raise ValueError(f"emission must be 'categorical' or 'gaussian', got {emission!r}")
-    if covariance_type not in ("diag", "full"):
-        raise ValueError(f"covariance_type must be 'diag' or 'full', got {covariance_type!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    if not (isinstance(tol, numbers.Real) and np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
-    if not (isinstance(min_covar, numbers.Real) and np.isfinite(min_covar) and min_covar >= 0):
-        raise ValueError(f"min_covar must be a non-negative number, got {min_covar!r}")
+    K = check_int(n_states, "n_states", low=1)
+    _check_choice(emission, "emission", tuple(_INIT_KEYS))
+    _check_choice(covariance_type, "covariance_type", ("diag", "full"))
+    max_iter = check_max_iter(max_iter)
+    tol = check_tol(tol)
+    min_covar = check_real(min_covar, "min_covar", low=0.0)
     rng = check_random_state(random_state)
+    if n_symbols is not None:
+        if emission != "categorical":
+            raise ValueError("n_symbols is for categorical emissions only; omit it")
+        n_symbols = check_int(n_symbols, "n_symbols", low=1)
     if emission == "categorical":
         X = _check_symbols(X)
-        M = int(X.max()) + 1
-        if n_symbols is not None:
-            if n_symbols < M:
-                raise ValueError(f"n_symbols = {n_symbols} but X contains symbol {M - 1}")
-            M = int(n_symbols)
+        M = _alphabet_size(X, K, init, n_symbols)
     else:
         X = _check_features(X)
         M = None
@@ -1490,10 +1656,15 @@ def fit(
     trace = [ll]
     converged = False
     for it in range(1, max_iter + 1):
-        params = _m_step(X, gamma, xi_sum, layout, params, min_covar, XT)
+        try:
+            params = _m_step(X, gamma, xi_sum, layout, params, min_covar, XT)
+        except _CollapsedState as exc:
+            raise ValueError(exc.message(f"in the M-step of iteration {it}")) from None
         gamma, xi_sum, ll = e_step(params)
         trace.append(ll)
         if has_converged(trace[-2], trace[-1], tol=tol, iteration=it):
             converged = True
             break
-    return FitResult(params, np.asarray(trace), len(trace) - 1, converged)
+    ll = np.asarray(trace)
+    decreases = find_decreases(ll)
+    return FitResult(params, ll, len(trace) - 1, converged and not decreases, decreases)

@@ -4,6 +4,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import logsumexp
 
 from emtutor import _forward_backward as fbm
@@ -390,6 +392,7 @@ def test_a_wrong_m_step_is_reported_as_a_decrease(monkeypatch):
     with pytest.warns(LikelihoodDecreaseWarning, match="decreased at iteration 1"):
         res = hmm.fit(X, 3, init=CAT, max_iter=1)
     assert not res.converged
+    assert [i for i, _ in res.decreases] == [1]
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -444,7 +447,7 @@ def test_bad_gaussian_params(means, covariances, match):
         ((LS, np.log([[0.5, 0.6], [0.5, 0.5]]), LE), {}, "rows of exp\\(log_transmat\\)"),
         ((np.log([0.7, 0.7]), LA, LE), {}, "rows of exp\\(log_startprob\\)"),
         ((LS, LA, LE), {"lengths": [2, 3]}, "lengths sum to 5 but X has 4"),
-        ((LS, LA, LE), {"lengths": [4, 0]}, "must be positive"),
+        ((LS, LA, LE), {"lengths": [4, 0]}, "lengths must be >= 1, got 0 at index 1"),
         ((LS, LA, np.array([[0.0, 0.0], [-np.inf, -np.inf]])), {}, "observation 1 is impossible"),
         ((_log(np.array([1.0, 0.0])), _log(np.array([[1.0, 0.0], [0.0, 1.0]])),
           np.array([[0.0, 0.0], [-np.inf, 0.0]])), {}, "probability zero"),
@@ -476,12 +479,12 @@ def test_bad_viterbi_and_chain_input():
     ("X", "params", "lengths", "match"),
     [
         ([0, 1, 4], CAT, None, "symbol 4 is outside the alphabet 0..3"),
-        ([0, -1, 2], CAT, None, "non-negative"),
-        ([0.5, 1.0], CAT, None, "integer symbols"),
+        ([0, -1, 2], CAT, None, "X must be >= 0, got -1 at index 1"),
+        ([0.5, 1.0], CAT, None, "X must hold whole numbers, got 0.5"),
         ([[0, 1]], CAT, None, "1-D array of integer symbols"),
         ([0, 1, 2], CAT, [1, 1], "lengths sum to 2 but X has 3"),
-        ([0, 1, 2], CAT, [[3]], "1-D array of integers"),
-        ([0, 1, 2], CAT, [1.5, 1.5], "lengths must be integers"),
+        ([0, 1, 2], CAT, [[3]], r"lengths must be 1-D, got an array of shape \(1, 1\)"),
+        ([0, 1, 2], CAT, [1.5, 1.5], "lengths must hold whole numbers, got 1.5"),
         ([[0.0, np.nan]], GAUSS, None, "X contains NaN"),
         ([0.0, 1.0], GAUSS, None, "Gaussian X must be 2-D"),
         ([[0.0, 1.0, 2.0]], GAUSS, None, "X has 3 features but the means have 2"),
@@ -514,12 +517,13 @@ def test_params_must_be_params():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(n_states=0), "n_states must be a positive integer"),
+        (dict(n_states=0), "n_states must be >= 1, got 0"),
         (dict(emission="poisson"), "emission must be 'categorical' or 'gaussian'"),
         (dict(covariance_type="tied"), "covariance_type must be 'diag' or 'full'"),
-        (dict(max_iter=-1), "max_iter must be a non-negative integer"),
-        (dict(tol=0.0), "tol must be a positive finite number"),
-        (dict(min_covar=-1.0), "min_covar must be a non-negative number"),
+        (dict(max_iter=-1), "max_iter must be >= 0, got -1"),
+        (dict(tol=-1e-3), "tol must be a finite number >= 0, got -0.001"),
+        (dict(tol=float("nan")), "tol must be a finite number >= 0, got nan"),
+        (dict(min_covar=-1.0), "min_covar must be a finite number >= 0, got -1.0"),
         (dict(init="kmeans"), "init='kmeans' needs Gaussian emissions"),
         (dict(init="spectral"), "init must be 'random', 'kmeans' or a mapping"),
         (dict(init={"startprob": [1.0]}), "needs exactly the keys"),
@@ -551,8 +555,10 @@ def test_bad_gaussian_fit_arguments():
 
 
 def test_sample_rejects_bad_length():
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         hmm.sample(CAT, 0)
+    with pytest.raises(TypeError, match="n must be an integer, got float"):
+        hmm.sample(CAT, 5.0)
 
 
 def test_underflow_of_the_scaled_vectors_falls_back_to_log_space(monkeypatch):
@@ -627,8 +633,10 @@ def test_m_step_is_one_fit_iteration_and_the_closed_form():
                                    rtol=1e-11)
     with pytest.raises(ValueError, match=r"gamma must have shape \(300, 2\)"):
         hmm.m_step(Xg, fb.gamma[:-1], fb.xi_sum, GAUSS)
-    with pytest.raises(ValueError, match="xi_sum must be a non-negative"):
+    with pytest.raises(ValueError, match=r"xi_sum must be non-negative .*xi_sum\[0, 0\] = -"):
         hmm.m_step(Xg, fb.gamma, -fb.xi_sum, GAUSS)
+    with pytest.raises(ValueError, match=r"xi_sum must have shape \(2, 2\)"):
+        hmm.m_step(Xg, fb.gamma, fb.xi_sum[:1], GAUSS)
 
 
 def test_a_state_never_visited_keeps_its_parameters_with_a_warning():
@@ -644,3 +652,387 @@ def test_a_state_never_visited_keeps_its_parameters_with_a_warning():
 def test_fit_rejects_a_random_state_that_is_not_a_seed():
     with pytest.raises(TypeError, match="random_state must be None, an int or a numpy"):
         hmm.fit(np.array([0, 1, 1, 0, 1]), 2, random_state=1.5)
+
+
+# --------------------------------------------------- KL in log space: posteriors that underflow
+def _markov_q(rng, K, T, allowed=None):
+    """Marginals (gamma, xi) of a random time-inhomogeneous Markov chain q over paths.
+
+    ``allowed[i, j] = False`` keeps the move i -> j out of q's support.
+    """
+    gamma, xi = np.empty((T, K)), np.empty((T - 1, K, K))
+    gamma[0] = rng.dirichlet(np.ones(K))
+    for t in range(1, T):
+        A = rng.dirichlet(np.ones(K), size=K)
+        if allowed is not None:
+            A = np.where(allowed, A, 0.0)
+            A /= A.sum(axis=1, keepdims=True)
+        xi[t - 1] = gamma[t - 1][:, None] * A
+        gamma[t] = xi[t - 1].sum(axis=0)
+    return gamma, xi
+
+
+def kl_by_enumeration(gamma, xi, ls, lA, lE):
+    """KL(q || p(Z | V)) as a sum over all K^T paths, from the definition.
+
+    ``ln q(Z) = sum_t ln xi_t(z_{t-1}, z_t) - sum_{t=2}^{T-1} ln gamma_t(z_t)`` (the Markov
+    chain with these marginals) and ``ln p(Z | V) = ln p(V, Z) - ln p(V)``. Subtracting each
+    step's largest log emission first leaves ``p(Z | V)`` unchanged (every path takes every
+    step's emission once) and keeps the path log joints small, so the subtraction is exact
+    to rounding even with offsets of -1e6.
+    """
+    bf = brute_force(ls, lA, lE - lE.max(axis=1, keepdims=True))
+    paths, T = bf["paths"], gamma.shape[0]
+    log_post = bf["log_joint"] - bf["ll"]
+    if T == 1:
+        lq = _log(gamma[0][paths[:, 0]])
+    else:
+        lq = _log(xi[np.arange(T - 1), paths[:, :-1], paths[:, 1:]]).sum(axis=1)
+        lq -= _log(gamma[np.arange(1, T - 1), paths[:, 1:-1]]).sum(axis=1)
+    q = np.exp(lq)
+    on = q > 0
+    return float(np.sum(q[on] * (lq[on] - log_post[on])))
+
+
+def _assert_identity(gamma, xi, ls, lA, lE, *, rtol=1e-10):
+    d = hmm.decompose(gamma, xi, ls, lA, lE)
+    assert np.isfinite(d.kl) and d.kl >= 0 and np.isfinite(d.elbo)
+    scale = max(1.0, abs(d.log_likelihood))
+    assert abs(d.log_likelihood - (d.elbo + d.kl)) <= rtol * scale
+    assert d.log_likelihood == pytest.approx(brute_force(ls, lA, lE)["ll"], rel=1e-12)
+    assert d.kl == pytest.approx(kl_by_enumeration(gamma, xi, ls, lA, lE), rel=1e-10,
+                                 abs=1e-10)
+    assert hmm.kl_to_posterior(gamma, xi, ls, lA, lE) == d.kl
+    return d
+
+
+@pytest.mark.parametrize("spread", [1500.0, 3e3, 1e4])
+@pytest.mark.parametrize("offset", [0.0, -1e6])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_kl_is_finite_where_the_posterior_underflows(spread, offset, zeros):
+    """Log emissions of a step spread over ``spread`` nats: posterior probabilities of e^-1000
+    and below are 0 in floating point, but the KL to them is finite and ln p = L + KL."""
+    rng = np.random.default_rng(int(spread) + int(-offset) + zeros)
+    K, T = 3, 5
+    ls, lA, _ = random_model(rng, K, T, zeros=zeros)
+    lE = offset + spread * rng.uniform(-1.0, 0.0, size=(T, K))
+    lE[np.arange(T), rng.integers(K, size=T)] = offset  # every step has a clear favourite
+    post = hmm.chain_posterior(ls, lA, lE)
+    # the probability-space posterior has underflowed: 0 for some possible states
+    assert np.any(post.gamma == 0.0) and np.any((post.xi == 0.0) & np.isfinite(lA))
+    allowed = np.isfinite(lA)
+    for gamma, xi in [_markov_q(rng, K, T, allowed), _markov_q(rng, K, T, allowed)]:
+        d = _assert_identity(gamma, xi, ls, lA, lE)
+        assert d.kl > 0.1 * spread  # q spreads its mass where the posterior has none
+    if not zeros:  # the uniform chain: every state and every move equally likely
+        d = _assert_identity(np.full((T, K), 1 / K), np.full((T - 1, K, K), 1 / K**2),
+                             ls, lA, lE)
+    # q = the posterior itself (underflowed to 0 where it is tiny): KL = 0, L = ln p
+    d = hmm.decompose(post.gamma, post.xi, ls, lA, lE)
+    assert d.kl <= 1e-12 * max(1.0, abs(d.log_likelihood))
+    assert d.elbo == pytest.approx(d.log_likelihood, rel=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    K=st.integers(1, 3),
+    T=st.integers(1, 5),
+    spread=st.sampled_from([1.0, 800.0, 1e3, 1e4]),
+    offset=st.sampled_from([0.0, -1e3, -1e6]),
+    zeros=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_ln_p_is_elbo_plus_kl_whatever_the_spread_of_the_emissions(K, T, spread, offset, zeros,
+                                                                  seed):
+    rng = np.random.default_rng(seed)
+    ls, lA, _ = random_model(rng, K, T, zeros=zeros)
+    lE = offset + spread * rng.uniform(-1.0, 0.0, size=(T, K))
+    gamma, xi = _markov_q(rng, K, T, np.isfinite(lA))
+    _assert_identity(gamma, xi, ls, lA, lE)
+
+
+def test_kl_is_infinite_only_for_truly_impossible_states_and_moves():
+    ls = _log(np.array([0.5, 0.5]))
+    lA = _log(np.array([[1.0, 0.0], [0.5, 0.5]]))  # 0 -> 1 is impossible
+    lE = np.array([[0.0, -1e4], [0.0, -1e4], [-1e4, 0.0]])
+    lE_ruled_out = lE.copy()
+    lE_ruled_out[1, 1] = -np.inf  # state 1 cannot emit x_2
+    stay = np.array([[[0.5, 0.0], [0.25, 0.25]], [[0.75, 0.0], [0.125, 0.125]]])  # no 0 -> 1
+    g = np.array([[0.5, 0.5], [0.75, 0.25], [0.875, 0.125]])
+    assert np.isfinite(hmm.kl_to_posterior(g, stay, ls, lA, lE))
+    _assert_identity(g, stay, ls, lA, lE)
+    # the same q puts mass 0.25 on state 1 at t = 2, which lE_ruled_out makes impossible
+    assert hmm.kl_to_posterior(g, stay, ls, lA, lE_ruled_out) == np.inf
+    assert hmm.elbo(g, stay, ls, lA, lE_ruled_out) == -np.inf
+    uniform = np.full((2, 2, 2), 0.25)  # uses 0 -> 1
+    assert hmm.kl_to_posterior(np.full((3, 2), 0.5), uniform, ls, lA, lE) == np.inf
+    # a state that no path reaches: only state 0 at the start, and 0 never leaves
+    ls0 = _log(np.array([1.0, 0.0]))
+    assert np.isfinite(hmm.kl_to_posterior(np.array([[1.0, 0.0]] * 3),
+                                           np.array([[[1.0, 0.0], [0.0, 0.0]]] * 2),
+                                           ls0, lA, lE))
+    assert hmm.kl_to_posterior(g, stay, ls0, lA, lE) == np.inf
+
+
+def test_log_marginals_match_the_scaled_posterior_and_the_enumeration():
+    rng = np.random.default_rng(31)
+    ls, lA, lE = random_model(rng, 3, 6, zeros=True)
+    bf = brute_force(ls, lA, lE)
+    lg, lx = fbm.log_marginals(ls, lA, lE)
+    np.testing.assert_allclose(np.exp(lg), bf["gamma"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.exp(lx), bf["xi"], rtol=1e-12, atol=1e-15)
+    assert np.all(np.isneginf(lx[:, 0, 1])) and np.all(np.isneginf(lx[:, 2, 0]))
+    # a long chain with contradicting evidence: still the scaled answer where that is exact
+    ls, lA, lE = random_model(rng, 3, 3000, zeros=True, scale=5.0)
+    post = hmm.chain_posterior(ls, lA, lE)
+    lg, lx = fbm.log_marginals(ls, lA, lE)
+    np.testing.assert_allclose(np.exp(lg), post.gamma, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(lx), post.xi, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="probability zero"):
+        fbm.log_marginals(_log(np.array([1.0, 0.0])), _log(np.eye(2)),
+                          np.array([[0.0, 0.0], [-np.inf, 0.0]]))
+
+
+# -------------------------------------------------------------------- tol = 0 and decreases
+@pytest.mark.parametrize("emission", ["categorical", "gaussian"])
+def test_tol_zero_runs_exactly_max_iter_iterations(emission):
+    if emission == "categorical":
+        X, _ = hmm.sample(CAT, 300, random_state=25)
+        init = CAT
+    else:
+        X, _ = hmm.sample(GAUSS, 300, random_state=25)
+        init = GAUSS
+    # a run that stops by the rule, and the same iterations continued past its stop
+    stopped = hmm.fit(X, init.n_states, emission=emission, init=init, tol=1e-5, max_iter=500)
+    assert stopped.converged and stopped.n_iter < 500
+    n = stopped.n_iter + 5
+    res = hmm.fit(X, init.n_states, emission=emission, init=init, tol=0, max_iter=n)
+    assert res.n_iter == n and res.log_likelihood.shape == (n + 1,)
+    assert not res.converged and res.decreases == ()
+    np.testing.assert_array_equal(res.log_likelihood[:stopped.n_iter + 1],
+                                  stopped.log_likelihood)
+
+
+@settings(max_examples=20, deadline=None)
+@given(max_iter=st.integers(0, 12), seed=st.integers(0, 2**32 - 1))
+def test_tol_zero_never_converges(max_iter, seed):
+    X, _ = hmm.sample(CAT, 60, random_state=seed)
+    res = hmm.fit(X, 2, tol=0.0, max_iter=max_iter, random_state=seed, n_symbols=4)
+    assert res.n_iter == max_iter and not res.converged
+    assert_monotone(res.log_likelihood, rtol=1e-12)
+
+
+def _patched_m_step(monkeypatch, bad_iterations):
+    """Make the M-step of the given iterations swap the states' rows (lowering ln p)."""
+    good = hmm._m_step
+    count = [0]
+
+    def m_step(X, gamma, xi_sum, layout, old, min_covar, XT=None):
+        count[0] += 1
+        if count[0] in bad_iterations:
+            return Params(old.startprob, old.transmat[::-1],
+                          emissionprob=old.emissionprob[::-1])
+        return good(X, gamma, xi_sum, layout, old, min_covar, XT)
+
+    monkeypatch.setattr(hmm, "_m_step", m_step)
+
+
+def test_a_decrease_is_recorded_and_the_run_is_never_converged(monkeypatch):
+    X, _ = hmm.sample(CAT, 200, random_state=26)
+    _patched_m_step(monkeypatch, {1})
+    with pytest.warns(LikelihoodDecreaseWarning, match="decreased at iteration 1"):
+        res = hmm.fit(X, 3, init=CAT, tol=1e-6, max_iter=500)
+    # the stopping rule was met later, but a run with a decrease is not converged
+    assert res.n_iter < 500 and not res.converged
+    (it, drop), = res.decreases
+    assert it == 1 and drop == pytest.approx(res.log_likelihood[0] - res.log_likelihood[1])
+    assert drop > 0
+    text = repr(res)
+    assert text.startswith(f"FitResult(n_iter={res.n_iter}, converged=False, ")
+    assert f"log_likelihood[-1]={res.log_likelihood[-1]:.10g}" in text
+    assert f"decreases=((iteration 1: -{drop:.3g}))" in text
+    assert "params" not in text  # short: no arrays
+
+
+def test_a_correct_run_has_no_decreases():
+    X, _ = hmm.sample(CAT, 200, random_state=27)
+    res = hmm.fit(X, 3, random_state=0, max_iter=1000, tol=1e-6)
+    assert res.decreases == () and res.converged
+    assert repr(res) == (f"FitResult(n_iter={res.n_iter}, converged=True, "
+                         f"log_likelihood[-1]={res.log_likelihood[-1]:.10g}, decreases=())")
+
+
+# ------------------------------------------------------------------ one validation convention
+def test_complex_inputs_are_refused_with_a_type_error():
+    Xc = np.array([0, 1, 2]) + 0j
+    with pytest.raises(TypeError, match="X must hold real numbers, got complex"):
+        hmm.fit(Xc, 2)
+    with pytest.raises(TypeError, match="X must hold real numbers, got complex"):
+        hmm.score(Xc, CAT)
+    with pytest.raises(TypeError, match="X must hold real numbers, got complex"):
+        hmm.fit(np.ones((5, 2)) * 1j, 2, emission="gaussian")
+    with pytest.raises(TypeError, match="transmat must hold real numbers"):
+        Params([0.5, 0.5], np.eye(2) + 0j, emissionprob=[[1.0], [1.0]])
+    with pytest.raises(TypeError, match="log_emission must hold real numbers"):
+        hmm.forward_backward(LS, LA, LE + 0j)
+    with pytest.raises(TypeError, match="lengths must hold real numbers"):
+        hmm.score([0, 1, 2], CAT, lengths=[3 + 0j])
+    fb = hmm.forward_backward(LS, LA, LE)
+    X = [[0.0], [1.0], [2.0], [3.0]]
+    p = Params(LS * 0 + 0.5, np.exp(LA), means=[[0.0], [1.0]], covariances=[[1.0], [1.0]])
+    with pytest.raises(TypeError, match="gamma must hold real numbers"):
+        hmm.m_step(X, fb.gamma + 0j, fb.xi_sum, p)
+
+
+@pytest.mark.parametrize("random_state", [-1, np.int64(-5)])
+def test_negative_seeds_are_refused(random_state):
+    with pytest.raises(ValueError, match="random_state must be a seed >= 0, got -"):
+        hmm.fit([0, 1, 1, 0], 2, random_state=random_state)
+    with pytest.raises(ValueError, match="random_state must be a seed >= 0, got -"):
+        hmm.sample(CAT, 5, random_state=random_state)
+
+
+@pytest.mark.parametrize("stray", [10**4 + 1, 10**7, 10**9, 2**62])
+def test_a_stray_symbol_does_not_build_a_huge_alphabet(stray):
+    X = np.array([0, 1, 2, 1, 0, 2, 1, stray, 0, 1])
+    with pytest.raises(ValueError, match=(
+            f"largest symbol in X is {stray} \\(at X\\[7\\]\\).*{stray + 1} symbols.*"
+            "pass n_symbols if that alphabet is intended, or re-code the symbols")):
+        hmm.fit(X, 2, random_state=0)
+    with pytest.raises(ValueError, match=f"n_symbols = 3 but X contains symbol {stray} "
+                                         r"\(first at X\[7\]"):
+        hmm.fit(X, 2, n_symbols=3, random_state=0)
+    with pytest.raises(ValueError, match=f"symbol {stray} is outside the alphabet 0..3"):
+        hmm.fit(X, 3, init=CAT)
+    with pytest.raises(ValueError, match=f"symbol {stray} is outside the alphabet 0..3"):
+        hmm.score(X, CAT)
+
+
+def test_a_large_alphabet_is_fine_when_plausible_or_asked_for():
+    X = np.array([0, 999, 3, 999])  # 1000 symbols are within the cap max(1000, 10 T)
+    res = hmm.fit(X, 2, random_state=0, max_iter=2)
+    assert res.params.emissionprob.shape == (2, 1000)
+    X = np.array([0, 5000, 3, 5000])  # beyond the cap for 4 observations ...
+    with pytest.raises(ValueError, match="alphabet inferred from the data"):
+        hmm.fit(X, 2, random_state=0)
+    res = hmm.fit(X, 2, random_state=0, max_iter=2, n_symbols=5001)  # ... unless asked for
+    assert res.params.emissionprob.shape == (2, 5001)
+
+
+@settings(max_examples=50, deadline=None)
+@given(n_symbols=st.integers(1, 20), extra=st.integers(0, 10**12), where=st.integers(0, 9),
+       seed=st.integers(0, 2**32 - 1))
+def test_every_symbol_outside_n_symbols_is_refused(n_symbols, extra, where, seed):
+    X = np.random.default_rng(seed).integers(n_symbols, size=10)
+    X[where] = n_symbols + extra
+    with pytest.raises(ValueError, match=f"n_symbols = {n_symbols} but X contains symbol "
+                                         f"{n_symbols + extra} \\(first at X\\[{where}\\]"):
+        hmm.fit(X, 2, n_symbols=n_symbols, random_state=seed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(n_symbols="5"), TypeError, "n_symbols must be an integer, got str"),
+        (dict(n_symbols=3.5), TypeError, "n_symbols must be an integer, got float"),
+        (dict(n_symbols=4.0), TypeError, "n_symbols must be an integer, got float"),
+        (dict(n_symbols=True), TypeError, "n_symbols must be an integer, got bool"),
+        (dict(n_symbols=0), ValueError, "n_symbols must be >= 1, got 0"),
+        (dict(n_states=2.0), TypeError, "n_states must be an integer, got float"),
+        (dict(n_states="3"), TypeError, "n_states must be an integer, got str"),
+        (dict(max_iter=1.5), TypeError, "max_iter must be an integer, got float"),
+        (dict(max_iter=None), TypeError, "max_iter must be an integer, got NoneType"),
+        (dict(tol="1e-3"), TypeError, "tol must be a real number, got str"),
+        (dict(tol=float("inf")), ValueError, "tol must be a finite number >= 0, got inf"),
+        (dict(min_covar=None), TypeError, "min_covar must be a real number, got NoneType"),
+        (dict(min_covar=float("nan")), ValueError, "min_covar must be a finite number >= 0"),
+        (dict(lengths=["5", "5"]), TypeError, "lengths must be an array of numbers"),
+        (dict(lengths=[5.0, 5.5]), ValueError, "lengths must hold whole numbers, got 5.5"),
+        (dict(lengths=[True, True]), TypeError, "lengths must hold integers, got booleans"),
+        (dict(lengths=[]), ValueError, "lengths is empty"),
+        (dict(random_state=1.5), TypeError, "random_state must be None, an int or a numpy"),
+        (dict(init=[0.5, 0.5]), TypeError, "init must be 'random', 'kmeans', a mapping or a"),
+        (dict(init=CAT, n_symbols=5), ValueError,
+         r"n_symbols = 5 but the emissionprob of init has 4 columns \(shape \(3, 4\)\)"),
+        (dict(init={"startprob": CAT.startprob, "transmat": CAT.transmat,
+                    "emissionprob": CAT.emissionprob}, n_symbols=3), ValueError,
+         "n_symbols = 3 but the emissionprob of init has 4 columns"),
+        (dict(emission=1), TypeError, "emission must be a string, 'categorical' or 'gaussian'"),
+        (dict(covariance_type=None), TypeError, "covariance_type must be a string"),
+        (dict(emission="gaussian", n_symbols=4), ValueError,
+         "n_symbols is for categorical emissions only"),
+    ],
+)
+def test_fit_arguments_follow_the_validation_convention(kwargs, error, match):
+    X = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    args = dict(n_states=3)
+    args.update(kwargs)
+    if args.get("emission") == "gaussian":
+        X = np.arange(10.0)[:, None]
+    with pytest.raises(error, match=match):
+        hmm.fit(X, args.pop("n_states"), **args)
+
+
+def test_n_symbols_that_agrees_with_init_is_accepted():
+    X, _ = hmm.sample(CAT, 100, random_state=28)
+    a = hmm.fit(X, 3, init=CAT, n_symbols=4, max_iter=3)
+    b = hmm.fit(X, 3, init=CAT, max_iter=3)
+    np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)
+
+
+def test_string_and_boolean_data_are_refused_with_a_type_error():
+    with pytest.raises(TypeError, match="lengths must be an array of numbers"):
+        hmm.score([0, 1, 2], CAT, lengths=["3"])
+    with pytest.raises(TypeError, match="lengths must be an array of numbers"):
+        hmm.forward_backward(LS, LA, LE, lengths=["2", "2"])
+    with pytest.raises(TypeError, match="X must be an array of numbers"):
+        hmm.fit(["a", "b"], 2)
+    with pytest.raises(TypeError, match="X must hold integers, got booleans"):
+        hmm.fit(np.array([True, False, True]), 2)
+
+
+def test_hmmlearn_layout_of_symbols_gets_a_hint():
+    with pytest.raises(ValueError, match=r"shape \(3, 1\) \(for hmmlearn's layout .* X.ravel"):
+        hmm.fit(np.array([[0], [1], [0]]), 2)
+
+
+def _collapsing_gaussian(D: int):
+    """Data with one far outlier and a state centred on it: its posterior is one point."""
+    rng = np.random.default_rng(29)
+    X = rng.normal(size=(60, D))
+    X[30] = 1000.0
+    cov = np.ones((2, D)) if D == 1 else np.tile(np.eye(D), (2, 1, 1))
+    init = Params([0.5, 0.5], [[0.9, 0.1], [0.5, 0.5]], means=[[0.0] * D, [1000.0] * D],
+                  covariances=cov)
+    return X, init
+
+
+@pytest.mark.parametrize(("D", "cov"), [(1, "diag"), (2, "full")])
+def test_a_collapsing_state_names_the_state_the_iteration_and_the_remedy(D, cov):
+    X, init = _collapsing_gaussian(D)
+    with pytest.raises(ValueError, match=(
+            r"covariance of state 1 collapsed in the M-step of iteration 1 \(.*\): its "
+            r"posterior mass sits on too few distinct points\. Use min_covar > 0 \(the "
+            r"default is 1e-6\)")):
+        hmm.fit(X, 2, emission="gaussian", covariance_type=cov, init=init, min_covar=0.0)
+    fb = hmm.forward_backward(init.log_startprob, init.log_transmat, hmm.log_emission(X, init))
+    with pytest.raises(ValueError, match="state 1 collapsed in the M-step \\(.*min_covar > 0"):
+        hmm.m_step(X, fb.gamma, fb.xi_sum, init, min_covar=0)
+    res = hmm.fit(X, 2, emission="gaussian", covariance_type=cov, init=init, max_iter=3)
+    assert np.all(np.isfinite(res.log_likelihood))  # the default floor keeps it finite
+
+
+def test_rows_slightly_off_one_report_the_actual_deviation():
+    with pytest.raises(ValueError, match=r"rows of startprob must sum to 1 .* row 0 sums to "
+                                         r"1.0000001, off by 1e-07 \(the tolerance is 1e-08\)"):
+        Params([0.5, 0.5 + 1e-7], [[0.9, 0.1], [0.2, 0.8]], emissionprob=[[1.0], [1.0]])
+    with pytest.raises(ValueError, match=r"rows of transmat must sum to 1 .* row 1 sums to "
+                                         r"1.0000001, off by 1e-07"):
+        Params([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8 + 1e-7]], emissionprob=[[1.0], [1.0]])
+    with pytest.raises(ValueError, match=r"rows of exp\(log_transmat\) must sum to 1 .* row 0 "
+                                         r"sums to 1.0000001, off by 1e-07"):
+        hmm.forward_backward(LS, np.log([[0.9 + 1e-7, 0.1], [0.2, 0.8]]), LE)
+    with pytest.raises(ValueError, match=r"rows of emissionprob must sum to 1 .* off by 1e-07"):
+        hmm.fit([0, 1, 0], 2, init={"startprob": [0.5, 0.5],
+                                    "transmat": [[0.9, 0.1], [0.2, 0.8]],
+                                    "emissionprob": [[0.5, 0.5 + 1e-7], [0.5, 0.5]]})
