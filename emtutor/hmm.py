@@ -19,8 +19,8 @@ rows sum to 1) and an emission distribution per state, either
 * :func:`viterbi` gives the most probable path;
 * :func:`chain_posterior`, :func:`posterior_entropy`, :func:`expected_complete_loglik`,
   :func:`elbo`, :func:`kl_to_posterior` and :func:`decompose` write the course's identities
-  ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))`` (equation ``eq-elbo-kl``) and
-  ``L(q, theta) = Q(theta, theta_old) + H(q)`` (equation ``eq-bound-after-estep``) for a
+  ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))`` (equation :eq:`eq-elbo-kl`) and
+  ``L(q, theta) = Q(theta, theta_old) + H(q)`` (equation :eq:`eq-bound-after-estep`) for a
   distribution ``q`` over whole paths that is a Markov chain, described by its one- and
   two-slice marginals ``(gamma, xi)``. The KL is computed in log space, so it stays finite
   where the posterior's probabilities underflow.
@@ -64,7 +64,7 @@ from emtutor._validation import (
     check_tol,
 )
 from emtutor.bounds import Decomposition, _kl_log, entropy
-from emtutor.em import EmptyComponentWarning, find_decreases, has_converged
+from emtutor.em import EmptyComponentWarning, EMResult, find_decreases, has_converged
 
 __all__ = [
     "ChainPosterior",
@@ -1019,7 +1019,7 @@ def decompose(gamma, xi, log_startprob, log_transmat, log_emission) -> Decomposi
 
     Each is computed from its own definition (the log-likelihood by the forward recursion,
     :func:`elbo` and :func:`kl_to_posterior`), so ``ln p = L + KL`` on the result is a real
-    check of equation ``eq-elbo-kl`` for an HMM.
+    check of equation :eq:`eq-elbo-kl` for an HMM.
 
     Parameters
     ----------
@@ -1272,14 +1272,7 @@ class FitResult:
     converged: bool
     decreases: tuple[tuple[int, float], ...] = ()
 
-    def __repr__(self) -> str:
-        ll = np.asarray(self.log_likelihood, dtype=float)
-        last = f"{ll[-1]:.10g}" if ll.size else "none"
-        drops = ", ".join(f"(iteration {i}: -{d:.3g})" for i, d in self.decreases)
-        return (
-            f"{type(self).__name__}(n_iter={self.n_iter}, converged={self.converged}, "
-            f"log_likelihood[-1]={last}, decreases=({drops}))"
-        )
+    __repr__ = EMResult.__repr__  # the same short summary as every EM result
 
 
 class _CollapsedState(ValueError):
