@@ -1480,20 +1480,22 @@ def _initial_params(X, K, emission, covariance_type, init, n_symbols, rng, min_c
         return params
     if not isinstance(init, str):
         raise TypeError(
-            "init must be 'random', 'kmeans', a mapping or a Params, got "
+            "init must be 'random', 'kmeans++', a mapping or a Params, got "
             f"{type(init).__name__}"
         )
-    if init not in ("random", "kmeans"):
-        raise ValueError(f"init must be 'random', 'kmeans' or a mapping, got {init!r}")
+    if init not in _INIT_METHODS:
+        raise ValueError(f"init must be 'random', 'kmeans++' or a mapping, got {init!r}")
     if emission == "categorical":
-        if init == "kmeans":
-            raise ValueError("init='kmeans' needs Gaussian emissions; use 'random' or a mapping")
+        if init != "random":
+            raise ValueError(
+                f"init={init!r} needs Gaussian emissions; use 'random' or a mapping"
+            )
         return Params(rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=K),
                       emissionprob=rng.dirichlet(np.ones(n_symbols), size=K))
     T, D = X.shape
     if T < K:
         raise ValueError(f"need at least n_states = {K} observations to initialise, got {T}")
-    if init == "kmeans":
+    if init != "random":  # k-means with k-means++ seeding
         from scipy.cluster.vq import kmeans2
 
         means, _ = kmeans2(X, K, minit="++", seed=rng)
@@ -1513,6 +1515,11 @@ def _initial_params(X, K, emission, covariance_type, init, n_symbols, rng, min_c
     return Params(startprob, transmat, means=means, covariances=cov)
 
 
+#: Initialisation methods of :func:`fit`, spelled as in :func:`emtutor.gmm.fit`
+#: ("kmeans" is accepted as another name for "kmeans++").
+_INIT_METHODS = ("random", "kmeans++", "kmeans")
+
+
 def fit(
     X,
     n_states: int,
@@ -1521,6 +1528,7 @@ def fit(
     covariance_type: str = "diag",
     lengths=None,
     init: str | Mapping[str, Any] | Params = "random",
+    n_init: int = 1,
     max_iter: int = 100,
     tol: float = 1e-10,
     random_state=None,
@@ -1550,13 +1558,17 @@ def fit(
         For Gaussian emissions.
     lengths : array_like of int, optional
         Lengths of the sequences in ``X`` (as in hmmlearn); default one sequence.
-    init : {"random", "kmeans"}, mapping or Params
+    init : {"random", "kmeans++"}, mapping or Params
         ``"random"``: Dirichlet-distributed probabilities, Gaussian means at distinct random
-        data points and every covariance equal to that of the data. ``"kmeans"`` (Gaussian
-        only): means from k-means, uniform ``startprob`` and ``transmat``. A mapping gives the
+        data points and every covariance equal to that of the data. ``"kmeans++"`` (Gaussian
+        only; ``"kmeans"`` is the same): means from k-means seeded by k-means++, uniform
+        ``startprob`` and ``transmat``. A mapping gives the
         initial parameters with keys ``startprob``, ``transmat`` and ``emissionprob``
         (categorical) or ``means``, ``covariances`` (Gaussian; variances of shape (K, D) for
         ``"diag"``), as does a :class:`Params`.
+    n_init : int
+        Number of random starts (``>= 1``); the run with the highest final log-likelihood
+        is returned, as in :func:`emtutor.gmm.fit`. Must be 1 for given parameters.
     max_iter : int
         Maximum number of iterations, ``>= 0``.
     tol : float
@@ -1566,7 +1578,8 @@ def fit(
         ``tol = 0`` never reports convergence: the run stops after ``max_iter`` iterations
         (to time or compare a fixed number of iterations).
     random_state : int, numpy.random.Generator or None
-        Seed (``>= 0``) or generator for ``"random"`` and ``"kmeans"``.
+        Seed (``>= 0``) or generator for ``"random"`` and ``"kmeans++"``; with
+        ``n_init > 1`` one generator serves the starts in turn.
     n_symbols : int, optional
         Alphabet size ``M`` (categorical emissions only): every symbol must lie in
         ``0..M-1``, and an ``emissionprob`` given in ``init`` must have ``M`` columns.
@@ -1635,29 +1648,41 @@ def fit(
         X = _check_features(X)
         M = None
     layout = _Layout(_check_lengths(lengths, X.shape[0]))
-    params = _initial_params(X, K, emission, covariance_type, init, M, rng, min_covar)
-    _check_data(X, params)
+    n_init = check_int(n_init, "n_init", low=1)
+    if n_init > 1 and not isinstance(init, str):
+        raise ValueError("n_init > 1 needs a random init; every start from given parameters "
+                         "is the same")
 
     XT = None if emission == "categorical" else np.ascontiguousarray(X.T)
-    ws: dict = {}  # work arrays reused by every E-step of the run
+    ws: dict = {}  # work arrays reused by every E-step of every run
 
     def e_step(p: Params):
         E, shift, log_source = _emission_factors(X, p, XT, ws)
         return _estep(E, shift, p.startprob, p.transmat, layout, log_source, ws)
 
-    gamma, xi_sum, ll = e_step(params)
-    trace = [ll]
-    converged = False
-    for it in range(1, max_iter + 1):
-        try:
-            params = _m_step(X, gamma, xi_sum, layout, params, min_covar, XT)
-        except _CollapsedState as exc:
-            raise ValueError(exc.message(f"in the M-step of iteration {it}")) from None
+    def one_run(params: Params):
         gamma, xi_sum, ll = e_step(params)
-        trace.append(ll)
-        if has_converged(trace[-2], trace[-1], tol=tol, iteration=it):
-            converged = True
-            break
-    ll = np.asarray(trace)
+        trace = [ll]
+        converged = False
+        for it in range(1, max_iter + 1):
+            try:
+                params = _m_step(X, gamma, xi_sum, layout, params, min_covar, XT)
+            except _CollapsedState as exc:
+                raise ValueError(exc.message(f"in the M-step of iteration {it}")) from None
+            gamma, xi_sum, ll = e_step(params)
+            trace.append(ll)
+            if has_converged(trace[-2], trace[-1], tol=tol, iteration=it):
+                converged = True
+                break
+        return params, np.asarray(trace), converged
+
+    best = None
+    for _ in range(n_init):
+        start = _initial_params(X, K, emission, covariance_type, init, M, rng, min_covar)
+        _check_data(X, start)
+        run = one_run(start)
+        if best is None or run[1][-1] > best[1][-1]:
+            best = run
+    params, ll, converged = best
     decreases = find_decreases(ll)
-    return FitResult(params, ll, len(trace) - 1, converged and not decreases, decreases)
+    return FitResult(params, ll, len(ll) - 1, converged and not decreases, decreases)

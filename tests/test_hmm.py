@@ -525,7 +525,7 @@ def test_params_must_be_params():
         (dict(tol=float("nan")), "tol must be a finite number >= 0, got nan"),
         (dict(min_covar=-1.0), "min_covar must be a finite number >= 0, got -1.0"),
         (dict(init="kmeans"), "init='kmeans' needs Gaussian emissions"),
-        (dict(init="spectral"), "init must be 'random', 'kmeans' or a mapping"),
+        (dict(init="spectral"), "init must be 'random', 'kmeans\\+\\+' or a mapping"),
         (dict(init={"startprob": [1.0]}), "needs exactly the keys"),
         (dict(init=GAUSS), "init holds gaussian parameters"),
         (dict(n_states=2, init=CAT), "init has 3 states but n_states is 2"),
@@ -951,7 +951,7 @@ def test_every_symbol_outside_n_symbols_is_refused(n_symbols, extra, where, seed
         (dict(lengths=[True, True]), TypeError, "lengths must hold integers, got booleans"),
         (dict(lengths=[]), ValueError, "lengths is empty"),
         (dict(random_state=1.5), TypeError, "random_state must be None, an int or a numpy"),
-        (dict(init=[0.5, 0.5]), TypeError, "init must be 'random', 'kmeans', a mapping or a"),
+        (dict(init=[0.5, 0.5]), TypeError, "init must be 'random', 'kmeans\\+\\+', a mapping or a"),
         (dict(init=CAT, n_symbols=5), ValueError,
          r"n_symbols = 5 but the emissionprob of init has 4 columns \(shape \(3, 4\)\)"),
         (dict(init={"startprob": CAT.startprob, "transmat": CAT.transmat,
@@ -1036,3 +1036,42 @@ def test_rows_slightly_off_one_report_the_actual_deviation():
         hmm.fit([0, 1, 0], 2, init={"startprob": [0.5, 0.5],
                                     "transmat": [[0.9, 0.1], [0.2, 0.8]],
                                     "emissionprob": [[0.5, 0.5 + 1e-7], [0.5, 0.5]]})
+
+
+# ---------------------------------------------------------------- restarts: n_init
+def test_n_init_keeps_the_best_of_the_runs_it_makes():
+    truth = hmm.Params(startprob=[0.6, 0.4], transmat=[[0.9, 0.1], [0.2, 0.8]],
+                       emissionprob=[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    X, _ = hmm.sample(truth, 300, random_state=0)
+    rng = np.random.default_rng(5)
+    best = hmm.fit(X, 2, n_init=4, max_iter=30, random_state=rng)
+    # The same four starts one at a time, from a generator in the same state.
+    rng = np.random.default_rng(5)
+    singles = [hmm.fit(X, 2, max_iter=30, random_state=rng) for _ in range(4)]
+    finals = [r.log_likelihood[-1] for r in singles]
+    assert best.log_likelihood[-1] == max(finals)
+    np.testing.assert_array_equal(best.log_likelihood,
+                                  singles[int(np.argmax(finals))].log_likelihood)
+
+
+def test_kmeans_plus_plus_is_the_spelling_of_gmm_and_kmeans_its_other_name():
+    rng = np.random.default_rng(0)
+    Xg = np.concatenate([rng.normal(-3, 1, (100, 1)), rng.normal(3, 1, (100, 1))])
+    a = hmm.fit(Xg, 2, emission="gaussian", init="kmeans++", random_state=1, max_iter=5)
+    b = hmm.fit(Xg, 2, emission="gaussian", init="kmeans", random_state=1, max_iter=5)
+    np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(n_init=0), ValueError, "n_init must be >= 1, got 0"),
+        (dict(n_init=2.0), TypeError, "n_init must be an integer, got float"),
+        (dict(n_init=2, init={"startprob": [0.5, 0.5], "transmat": [[0.5, 0.5], [0.5, 0.5]],
+                              "emissionprob": [[0.5, 0.5], [0.5, 0.5]]}),
+         ValueError, "n_init > 1 needs a random init"),
+    ],
+)
+def test_bad_n_init(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        hmm.fit([0, 1, 1, 0, 1], 2, **kwargs)
