@@ -267,3 +267,30 @@ def teardown_module(module):
         for name in PAGES:
             if name in RESULTS:
                 print(RESULTS[name])
+
+
+# The article's equations (1)-(7) and their labels in the book (DESIGN.md).
+STORY = {1: "eq-sigmoid", 2: "eq-loglik-iid", 3: "eq-loglik-logistic", 4: "eq-gradient-ascent",
+         5: "eq-latent-loglik", 6: "eq-elbo-kl", 7: "eq-bound-after-estep"}
+
+
+def book_numbers() -> dict[str, str]:
+    """Equation label -> the number the built book shows, e.g. "(4.8)"."""
+    numbers = {}
+    for page in HTML.joinpath("book").glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for label, number in re.findall(
+            r'id="equation-([\w-]+)">\s*<span class="eqno">\((\d+\.\d+)\)', text
+        ):
+            numbers[label] = f"({number})"
+    return numbers
+
+
+def test_the_readme_quotes_the_books_equation_numbers():
+    numbers = book_numbers()
+    readme = (HTML.parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| \((\d)\) \|.*\| (\(\d+\.\d+\)) ", readme, re.M))
+    assert sorted(map(int, rows)) == sorted(STORY), "README needs a row for each of (1)-(7)"
+    wrong = {n: (rows[str(n)], numbers.get(label)) for n, label in STORY.items()
+             if rows[str(n)] != numbers.get(label)}
+    assert not wrong, f"README equation numbers differ from the book's: {wrong}"
