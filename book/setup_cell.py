@@ -22,20 +22,28 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 
 TEMPLATE = '''\
-# In Google Colab, install the course's package and the notebook tools it
-# uses; anywhere else this cell does nothing. (EMTUTOR_SOURCE, if set, says
-# where to install emtutor from instead, e.g. a local checkout.)
+# In Google Colab, install what this chapter needs and Colab lacks (emtutor
+# from the course's repository, myst-nb); anywhere else this cell does
+# nothing. (EMTUTOR_SOURCE, if set, says where to install emtutor from.)
+import importlib.util
 import os
 import subprocess
 import sys
 
 REPOSITORY = "{url}"
+NEEDS = {{"emtutor": None, "myst_nb": "myst-nb", "sklearn": "scikit-learn"}}
 if "google.colab" in sys.modules or "EMTUTOR_SOURCE" in os.environ:
-    source = os.environ.get("EMTUTOR_SOURCE", f"git+{{REPOSITORY}}")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", source, "myst-nb"],
-        check=True,
-    )'''
+    NEEDS["emtutor"] = os.environ.get("EMTUTOR_SOURCE", f"git+{{REPOSITORY}}")
+    missing = [
+        package
+        for module, package in NEEDS.items()
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", *missing],
+            check=True,
+        )'''
 
 
 def repository_url() -> str:

@@ -11,7 +11,7 @@ them one at a time: :func:`sigmoid`, :func:`log_sigmoid`, :func:`log_likelihood_
 :func:`log_likelihood`, :func:`gradient`, :func:`hessian`, :func:`is_separable`,
 :func:`default_learning_rate`; :func:`gradient_ascent` is the driver on top.
 
-Arguments are checked like everywhere in the package (:mod:`emtutor._validation`): a wrong
+Arguments are checked like everywhere in the package: a wrong
 type (a string for ``lr``, a float for ``max_iter``, complex features) is a ``TypeError``
 naming the argument, a value out of range a ``ValueError`` naming it and the value. No
 function returns NaN for finite inputs or lets a floating-point ``OverflowError`` escape:
