@@ -5,7 +5,8 @@ Each checker raises ``AssertionError`` with a message that says what failed, whe
 the check passes. Malformed inputs (NaN, wrong shapes) raise ``ValueError``/``TypeError``
 instead, so a failing check always means the mathematics, not the plumbing, is wrong.
 Tolerances and steps are checked like every argument of the package: a string, a bool or
-``None`` is a ``TypeError`` naming the argument, a negative, infinite or NaN value a ``ValueError`` giving it.
+``None`` is a ``TypeError`` naming the argument, a negative, infinite or NaN value a
+``ValueError`` giving it.
 """
 
 from __future__ import annotations
