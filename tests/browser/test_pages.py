@@ -76,7 +76,11 @@ MEASURE = """
 () => {
   const article = document.querySelector('article.bd-article') || document.body;
   const column = article.getBoundingClientRect();
-  const visible = el => el.offsetParent !== null && el.getBoundingClientRect().height > 0;
+  // Shown to the reader: not inside a folded <details> (hide-input cells, dropdowns),
+  // which Chromium still lays out with a height.
+  const visible = el => el.getBoundingClientRect().height > 0 &&
+    !el.closest('details:not([open])') && !el.closest('.toggle-hidden') &&
+    (!el.checkVisibility || el.checkVisibility({visibilityProperty: true}));
 
   const mathElems = [...article.querySelectorAll('div.math, span.math')];
   const untypeset = mathElems.filter(m => !m.querySelector('mjx-container')).length;
