@@ -14,7 +14,7 @@ CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 
 
 def load_setup_cell_module():
-    spec = importlib.util.spec_from_file_location("setup_cell", ROOT / "book" / "setup_cell.py")
+    spec = importlib.util.spec_from_file_location("setup_cell", ROOT / "_ext" / "setup_cell.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -31,11 +31,11 @@ def test_there_are_chapters():
 def test_every_chapter_starts_with_the_colab_setup_cell(path):
     first = json.loads(path.read_text())["cells"][0]
     assert first["cell_type"] == "code" and first.get("id") == "colab-setup", (
-        f"{path.name}: run `.venv/bin/python book/setup_cell.py` to add the setup cell"
+        f"{path.name}: run `.venv/bin/python _ext/setup_cell.py` to add the setup cell"
     )
     assert first["metadata"].get("tags") == ["remove-cell"]
     assert "".join(first["source"]) == setup_cell.setup_source(), (
-        f"{path.name}: its setup cell is out of date; run book/setup_cell.py"
+        f"{path.name}: its setup cell is out of date; run _ext/setup_cell.py"
     )
     assert first["outputs"] == [], "outside Colab the setup cell must print nothing"
 

@@ -5,7 +5,7 @@ buttons read it there, the README quotes it, and this script writes it into the 
 cell of each chapter (a cell tagged ``remove-cell``: the book does not show it). Run it
 after changing the URL::
 
-    .venv/bin/python book/setup_cell.py
+    .venv/bin/python _ext/setup_cell.py
 
 ``tests/test_book.py`` checks that every chapter starts with exactly this cell and that
 the README names the same URL.
