@@ -8,11 +8,12 @@ em         the generic EM driver with a full trace, the stopping rule and its wa
 coins      the two-coin binomial mixture
 gmm        Gaussian mixtures
 hmm        hidden Markov models
+missing    a multivariate normal with missing entries
 testing    checkers for your own EM implementation
 plotting   the helper that displays the course's figures
 """
 
-from emtutor import bounds, coins, em, gmm, hmm, logistic, plotting, testing
+from emtutor import bounds, coins, em, gmm, hmm, logistic, missing, plotting, testing
 
-__all__ = ["bounds", "coins", "em", "gmm", "hmm", "logistic", "plotting", "testing"]
+__all__ = ["bounds", "coins", "em", "gmm", "hmm", "logistic", "missing", "plotting", "testing"]
 __version__ = "0.1.0"
