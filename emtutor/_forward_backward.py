@@ -638,15 +638,19 @@ def log_marginals(log_startprob, log_A, log_E):
         # Each step: v_j = ln sum_i exp(s_ji) with s_ji = la_{t-1}(i) + ln A_ij, taken relative
         # to m_j = max_i s_ji; a column without a possible term has m_j = -inf, replaced by
         # a finite -1e300 so that it gives ln 0 = -inf instead of NaN.
-        for t in range(1, T):
-            np.add(la[t - 1], log_AT, out=s)
+        def row_logsumexp(s: np.ndarray, out: np.ndarray) -> None:
+            """``out_j = ln sum_i exp(s_ji)`` in place, -inf for a row without a term."""
             s.max(axis=1, out=m)
             np.maximum(m, -1e300, out=m)
             s -= m[:, None]
             np.exp(s, out=s)
-            s.sum(axis=1, out=v)
-            np.log(v, out=v)
-            v += m
+            s.sum(axis=1, out=out)
+            np.log(out, out=out)
+            out += m
+
+        for t in range(1, T):
+            np.add(la[t - 1], log_AT, out=s)
+            row_logsumexp(s, v)
             v += lE[t]
             top = v.max()
             if top == -np.inf:
@@ -656,13 +660,7 @@ def log_marginals(log_startprob, log_A, log_E):
         for t in range(T - 2, -1, -1):  # the same with s_ij = ln A_ij + lE_{t+1}(j) + lb_{t+1}(j)
             np.add(lE[t + 1], lb[t + 1], out=w)
             np.add(log_A, w, out=s)
-            s.max(axis=1, out=m)
-            np.maximum(m, -1e300, out=m)
-            s -= m[:, None]
-            np.exp(s, out=s)
-            s.sum(axis=1, out=v)
-            np.log(v, out=v)
-            v += m
+            row_logsumexp(s, v)
             top = v.max()
             np.subtract(v, top if top > -np.inf else 0.0, out=lb[t])
         log_gamma = la + lb
