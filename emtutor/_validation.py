@@ -190,7 +190,7 @@ def _check_ndim(arr: np.ndarray, name: str, ndim) -> None:
 
 def as_float_array(
     a, name: str, *, ndim: int | tuple[int, ...] | None = None, allow_empty: bool = False,
-    allow_neg_inf: bool = False,
+    allow_neg_inf: bool = False, allow_inf: bool = False, allow_nan: bool = False,
 ) -> np.ndarray:
     """Return ``a`` as a float ndarray, or raise naming what is wrong with it.
 
@@ -206,6 +206,10 @@ def as_float_array(
         Whether an array with no elements is acceptable.
     allow_neg_inf : bool
         Whether ``-inf`` entries are acceptable (log-probabilities of impossible events).
+    allow_inf : bool
+        Whether ``+inf`` and ``-inf`` are acceptable (arguments of the sigmoid).
+    allow_nan : bool
+        Whether NaN entries are acceptable (missing entries of data).
 
     Raises
     ------
@@ -235,12 +239,14 @@ def as_float_array(
     _check_ndim(arr, name, ndim)
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape}); at least one entry is needed")
-    n_nan = int(np.isnan(arr).sum())
+    n_nan = 0 if allow_nan else int(np.isnan(arr).sum())
     if n_nan:
         raise ValueError(
             f"{name} contains NaN ({n_nan} entr{'y' if n_nan == 1 else 'ies'}); "
             "remove or impute missing values first"
         )
+    if allow_inf:
+        return arr
     bad = np.isposinf(arr) if allow_neg_inf else np.isinf(arr)
     n_inf = int(bad.sum())
     if n_inf:

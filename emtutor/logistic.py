@@ -32,7 +32,6 @@ from scipy.optimize import linprog
 from scipy.special import expit, log_expit
 
 from emtutor._validation import (
-    _as_array,
     as_float_array,
     check_max_iter,
     check_real,
@@ -97,14 +96,7 @@ class GradientAscentResult:
 
 def _check_z(z, name: str = "z") -> np.ndarray:
     """Real numbers of any shape, ``±inf`` included (σ(±inf) is 1 and 0), NaN not."""
-    arr = _as_array(z, name)  # refuses strings, complex numbers and ragged nesting
-    try:
-        arr = np.asarray(arr, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array of real numbers, got {type(z).__name__}") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN; the sigmoid of NaN is undefined")
-    return arr
+    return as_float_array(z, name, allow_empty=True, allow_inf=True)
 
 
 def _check_data(X, y) -> tuple[np.ndarray, np.ndarray]:

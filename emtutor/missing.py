@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.linalg import cho_factor, cho_solve
 
-from emtutor._validation import _as_array, check_max_iter, check_tol
+from emtutor._validation import as_float_array, check_max_iter, check_tol
 from emtutor.em import EMResult, run
 
 __all__ = [
@@ -103,13 +103,7 @@ class MissingResult(EMResult):
 
 def _check_X(X: ArrayLike, *, need_covariance: bool = True) -> np.ndarray:
     """A 2-D float array with NaN for missing entries; no inf, no empty row or column."""
-    arr = _as_array(X, "X")
-    arr = np.array(arr, dtype=float)
-    if arr.ndim != 2:
-        raise ValueError(f"X must be 2-D (rows are observations), got shape {arr.shape}")
-    n, d = arr.shape
-    if n == 0 or d == 0:
-        raise ValueError(f"X is empty (shape {arr.shape})")
+    arr = as_float_array(X, "X", ndim=2, allow_nan=True, allow_inf=True)
     if np.isinf(arr).any():
         i, j = (int(v) for v in np.argwhere(np.isinf(arr))[0])
         raise ValueError(
@@ -137,8 +131,6 @@ def _check_X(X: ArrayLike, *, need_covariance: bool = True) -> np.ndarray:
 
 
 def _check_params(mean, cov, d: int) -> tuple[np.ndarray, np.ndarray]:
-    from emtutor._validation import as_float_array
-
     mean = as_float_array(mean, "mean", ndim=1)
     cov = as_float_array(cov, "cov", ndim=2)
     if mean.shape != (d,):
