@@ -22,6 +22,12 @@ that row's value and per-row results are scalars.
 
 The convention ``0 ln 0 = 0`` (and ``0 * (-inf) = 0``) is used throughout: a state with
 ``q = 0`` contributes nothing, whatever its log joint.
+
+Grouped data: every function that returns a total over the data points takes optional
+per-row ``weights`` (counts ``w_n >= 0``, one per row), and returns ``sum_n w_n f_n``
+instead of ``sum_n f_n``, the same number as repeating row ``n`` ``w_n`` times
+(``np.repeat``) without building the repeated array. A row of weight 0 contributes nothing,
+not even when it is impossible under ``theta`` (it is simply not in the data set).
 """
 
 from __future__ import annotations
@@ -71,10 +77,48 @@ class Decomposition(NamedTuple):
     kl: float
 
 
-def _check_log_joint(log_joint) -> np.ndarray:
-    """Validate an (N, K) or (K,) log joint; every row needs one possible state."""
+def _check_weights(weights, arr: np.ndarray, name: str) -> np.ndarray | None:
+    """Validate per-row counts for the rows (all axes but the last) of ``arr``.
+
+    Returns ``None`` for ``None``, else a float array of shape ``arr.shape[:-1]`` (``(1,)``
+    for a single row given as a 1-D ``arr``) of finite numbers ``>= 0``.
+    """
+    if weights is None:
+        return None
+    want = arr.shape[:-1] if arr.ndim > 1 else (1,)
+    w = as_float_array(weights, "weights", allow_empty=True)
+    if w.shape != want:
+        raise ValueError(
+            f"weights must have shape {want}, one count per row of {name}, got shape {w.shape}"
+        )
+    if np.any(w < 0):
+        idx = tuple(int(i) for i in np.argwhere(w < 0)[0])
+        where = idx[0] if len(idx) == 1 else idx
+        raise ValueError(
+            f"weights must be counts >= 0, got weights[{where}] = {w[idx]:.6g}"
+        )
+    return w
+
+
+def _weighted_total(values, w: np.ndarray | None) -> float:
+    """``sum_n w_n values_n`` with ``0 * (+-inf) = 0``; the plain sum if ``w`` is None."""
+    values = np.asarray(values, dtype=float)
+    if w is None:
+        return float(np.sum(values))
+    values = values.reshape(w.shape)
+    return float(np.sum(np.multiply(w, values, out=np.zeros_like(values), where=w > 0)))
+
+
+def _check_log_joint(log_joint, weights=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate an (N, K) or (K,) log joint and its row weights.
+
+    Every row of positive weight needs one possible state.
+    """
     lj = as_float_array(log_joint, "log_joint", ndim=(1, 2), allow_neg_inf=True)
+    w = _check_weights(weights, lj, "log_joint")
     impossible = np.all(np.isneginf(lj), axis=-1)
+    if w is not None:
+        impossible = impossible & (w.reshape(impossible.shape) > 0)
     if np.any(impossible):
         rows = np.atleast_1d(impossible)
         n = int(np.argmax(rows))
@@ -82,7 +126,7 @@ def _check_log_joint(log_joint) -> np.ndarray:
             f"log_joint row {n} is -inf for every state: data point {n} is impossible "
             f"under these parameters ({int(rows.sum())} such row(s)), so ln p(V | theta) = -inf"
         )
-    return lj
+    return lj, w
 
 
 def _check_q(q, like: np.ndarray | None = None, name: str = "q") -> np.ndarray:
@@ -100,7 +144,7 @@ def _total_or_rows(values: np.ndarray):
     return values[()] if values.ndim == 0 else values
 
 
-def log_likelihood(log_joint) -> float:
+def log_likelihood(log_joint, *, weights=None) -> float:
     """Incomplete-data log-likelihood ``ln p(V | theta) = sum_n logsumexp_k log_joint[n, k]``.
 
     This is equation :eq:`eq-latent-loglik` for independent data points, evaluated in log space.
@@ -109,7 +153,12 @@ def log_likelihood(log_joint) -> float:
     ----------
     log_joint : array_like
         Shape (N, K) or (K,).
-        ``ln p(v_n, z_n = k | theta)``; ``-inf`` allowed, but not for a whole row.
+        ``ln p(v_n, z_n = k | theta)``; ``-inf`` allowed, but not for a whole row (of
+        positive weight).
+    weights : array_like, optional
+        Shape (N,).
+        Counts ``w_n >= 0`` of the rows (grouped data); the result is then
+        ``sum_n w_n (...)_n``, as if row ``n`` were repeated ``w_n`` times.
 
     Returns
     -------
@@ -120,7 +169,8 @@ def log_likelihood(log_joint) -> float:
     ------
     ValueError
         If ``log_joint`` has NaN or ``+inf`` entries, the wrong number of dimensions, or a
-        row that is ``-inf`` everywhere (an impossible data point).
+        row that is ``-inf`` everywhere (an impossible data point); if ``weights`` has the
+        wrong shape or holds a negative, NaN or infinite count.
 
     Examples
     --------
@@ -128,9 +178,23 @@ def log_likelihood(log_joint) -> float:
     >>> lj = np.log([[0.1, 0.3], [0.2, 0.2]])
     >>> print(f"{log_likelihood(lj):.6f}  {np.log(0.4) + np.log(0.4):.6f}")
     -1.832581  -1.832581
+
+    Grouped data: the first row seen three times and the second once,
+
+    >>> repeated = lj[[0, 0, 0, 1]]
+    >>> print(f"{log_likelihood(lj, weights=[3, 1]):.6f} {log_likelihood(repeated):.6f}")
+    -3.665163 -3.665163
     """
-    lj = _check_log_joint(log_joint)
-    return float(np.sum(logsumexp(lj, axis=-1)))
+    lj, w = _check_log_joint(log_joint, weights)
+    if w is None:
+        return float(np.sum(logsumexp(lj, axis=-1)))
+    return _weighted_total(_row_logsumexp(lj), w)
+
+
+def _row_logsumexp(lj: np.ndarray) -> np.ndarray:
+    """``logsumexp`` of each row, ``-inf`` (without a warning) for an impossible row."""
+    with np.errstate(divide="ignore"):
+        return np.atleast_1d(logsumexp(lj, axis=-1))
 
 
 def posterior(log_joint) -> np.ndarray:
@@ -161,11 +225,11 @@ def posterior(log_joint) -> np.ndarray:
     >>> print(posterior([0.0, -np.inf]))
     [1. 0.]
     """
-    lj = _check_log_joint(log_joint)
+    lj, _ = _check_log_joint(log_joint)
     return softmax(lj, axis=-1)
 
 
-def entropy(q) -> np.ndarray:
+def entropy(q, *, weights=None) -> np.ndarray | float:
     """Entropy ``H(q_n) = -sum_k q_nk ln q_nk`` of each row (along the last axis), ``0 ln 0 = 0``.
 
     Parameters
@@ -173,29 +237,39 @@ def entropy(q) -> np.ndarray:
     q : array_like
         Shape (..., K).
         Distributions along the last axis.
+    weights : array_like, optional
+        Shape ``q.shape[:-1]`` ((N,) for an (N, K) ``q``).
+        Counts ``w_n >= 0`` of the rows. If given, the result is the total
+        ``sum_n w_n H(q_n)``, the entropy of the factorised ``q`` of the repeated data.
 
     Returns
     -------
-    numpy.ndarray
-        Shape ``q.shape[:-1]`` (a NumPy scalar for a single distribution). Sum it for the
-        entropy of the factorised ``q(Z) = prod_n q_n(z_n)``.
+    numpy.ndarray or float
+        Without ``weights``: shape ``q.shape[:-1]`` (a NumPy scalar for a single
+        distribution); sum it for the entropy of the factorised ``q(Z) = prod_n q_n(z_n)``.
+        With ``weights``: the weighted total, a float.
 
     Raises
     ------
     ValueError
-        If ``q`` has NaN, negative entries or rows not summing to 1.
+        If ``q`` has NaN, negative entries or rows not summing to 1, or ``weights`` has the
+        wrong shape or holds a negative, NaN or infinite count.
 
     Examples
     --------
     >>> import numpy as np
     >>> print(entropy([[0.5, 0.5], [1.0, 0.0]]).round(6), f"{np.log(2):.6f}")
     [0.693147 0.      ] 0.693147
+    >>> print(f"{entropy([[0.5, 0.5], [1.0, 0.0]], weights=[3, 7]):.6f}")  # 3 ln 2
+    2.079442
     """
     arr = _check_q(q)
-    return _total_or_rows(0.0 - np.sum(xlogy(arr, arr), axis=-1))
+    w = _check_weights(weights, arr, "q")
+    rows = 0.0 - np.sum(xlogy(arr, arr), axis=-1)
+    return _total_or_rows(rows) if w is None else _weighted_total(rows, w)
 
 
-def kl_divergence(q, p=None, *, log_p=None) -> np.ndarray:
+def kl_divergence(q, p=None, *, log_p=None, weights=None) -> np.ndarray | float:
     """KL divergence ``KL(q || p) = sum_k q_k (ln q_k - ln p_k)`` along the last axis.
 
     Give ``p`` as probabilities, or ``log_p`` as log-probabilities. The log form is the one
@@ -214,18 +288,25 @@ def kl_divergence(q, p=None, *, log_p=None) -> np.ndarray:
     log_p : array_like, optional
         Same shape; the logarithms of distributions (``-inf`` for probability 0). Exactly
         one of ``p`` and ``log_p`` is given.
+    weights : array_like, optional
+        Shape ``q.shape[:-1]`` ((N,) for an (N, K) ``q``).
+        Counts ``w_n >= 0`` of the rows. If given, the result is the total
+        ``sum_n w_n KL(q_n || p_n)`` (a row of weight 0 adds nothing, even an infinite
+        divergence).
 
     Returns
     -------
-    numpy.ndarray
-        Shape ``q.shape[:-1]``, every entry ``>= 0`` (a NumPy scalar for one pair).
+    numpy.ndarray or float
+        Without ``weights``: shape ``q.shape[:-1]``, every entry ``>= 0`` (a NumPy scalar
+        for one pair). With ``weights``: the weighted total, a float ``>= 0``.
 
     Raises
     ------
     ValueError
         If the shapes differ, either argument is not a distribution along the last axis
-        (``exp(log_p)`` must sum to 1 within ``1e-8``), or neither or both of ``p`` and
-        ``log_p`` are given.
+        (``exp(log_p)`` must sum to 1 within ``1e-8``), neither or both of ``p`` and
+        ``log_p`` are given, or ``weights`` has the wrong shape or holds a negative, NaN or
+        infinite count.
 
     Examples
     --------
@@ -238,18 +319,25 @@ def kl_divergence(q, p=None, *, log_p=None) -> np.ndarray:
     inf
     >>> print(f"{kl_divergence([0.5, 0.5], log_p=[0.0, -800.0]):.4f}")  # p = (1, e^-800)
     399.3069
+    >>> kl = kl_divergence([[0.5, 0.5], [0.5, 0.5]], [[0.9, 0.1], [1.0, 0.0]],
+    ...                    weights=[2, 0])  # twice the first row, the second left out
+    >>> print(f"{kl:.6f}")
+    1.021651
     """
     if (p is None) == (log_p is None):
         raise ValueError("give exactly one of p (probabilities) and log_p (log-probabilities)")
     qa = _check_q(q, name="q")
+    w = _check_weights(weights, qa, "q")
     if p is not None:
         pa = _check_q(p, name="p")
         check_same_shape(qa, pa, "q", "p")
-        return _total_or_rows(np.sum(rel_entr(qa, pa), axis=-1))
-    lp = as_float_array(log_p, "log_p", allow_neg_inf=True)
-    check_same_shape(qa, lp, "q", "log_p")
-    check_distribution(np.exp(lp), "exp(log_p)")
-    return _total_or_rows(_kl_log(qa, lp))
+        rows = np.sum(rel_entr(qa, pa), axis=-1)
+    else:
+        lp = as_float_array(log_p, "log_p", allow_neg_inf=True)
+        check_same_shape(qa, lp, "q", "log_p")
+        check_distribution(np.exp(lp), "exp(log_p)")
+        rows = _kl_log(qa, lp)
+    return _total_or_rows(rows) if w is None else _weighted_total(rows, w)
 
 
 def _kl_log(q: np.ndarray, log_p: np.ndarray) -> np.ndarray:
@@ -283,7 +371,7 @@ def log_posterior(log_joint) -> np.ndarray:
     >>> print(log_posterior([0.0, -800.0]))
     [   0. -800.]
     """
-    lj = _check_log_joint(log_joint)
+    lj, _ = _check_log_joint(log_joint)
     return lj - logsumexp(lj, axis=-1, keepdims=True)
 
 
@@ -292,7 +380,7 @@ def _q_times_log_joint(lj: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.multiply(q, lj, out=np.zeros_like(q), where=q > 0)
 
 
-def expected_complete_loglik(log_joint, q) -> float:
+def expected_complete_loglik(log_joint, q, *, weights=None) -> float:
     """``Q = sum_n sum_k q_nk ln p(v_n, z_n = k | theta)``, with ``0 * (-inf) = 0``.
 
     With ``q`` the posterior at ``theta_old`` and ``log_joint`` evaluated at ``theta``, this
@@ -307,11 +395,16 @@ def expected_complete_loglik(log_joint, q) -> float:
     q : array_like
         Same shape as ``log_joint``.
         Rows are distributions over the K states.
+    weights : array_like, optional
+        Shape (N,).
+        Counts ``w_n >= 0`` of the rows (grouped data); the result is then
+        ``sum_n w_n (...)_n``, as if row ``n`` were repeated ``w_n`` times.
 
     Returns
     -------
     float
-        ``-inf`` if ``q`` puts mass on a state that is impossible under ``theta``.
+        ``-inf`` if ``q`` puts mass on a state that is impossible under ``theta`` (in a row
+        of positive weight).
 
     Raises
     ------
@@ -327,12 +420,12 @@ def expected_complete_loglik(log_joint, q) -> float:
     >>> print(f"{total:.6f} {elbo(lj, q):.6f}")
     -1.832581 -1.832581
     """
-    lj = _check_log_joint(log_joint)
+    lj, w = _check_log_joint(log_joint, weights)
     qa = _check_q(q, lj)
-    return float(np.sum(_q_times_log_joint(lj, qa)))
+    return _weighted_total(np.sum(_q_times_log_joint(lj, qa), axis=-1), w)
 
 
-def elbo(log_joint, q) -> float:
+def elbo(log_joint, q, *, weights=None) -> float:
     """Evidence lower bound ``L(q, theta) = sum_n sum_k q_nk (log_joint[n, k] - ln q_nk)``.
 
     Uses ``0 ln 0 = 0`` and ``0 * (-inf) = 0``; ``L <= ln p(V | theta)`` with equality iff
@@ -346,11 +439,16 @@ def elbo(log_joint, q) -> float:
     q : array_like
         Same shape as ``log_joint``.
         Rows are distributions over the K states.
+    weights : array_like, optional
+        Shape (N,).
+        Counts ``w_n >= 0`` of the rows (grouped data); the result is then
+        ``sum_n w_n (...)_n``, as if row ``n`` were repeated ``w_n`` times.
 
     Returns
     -------
     float
-        The total over data points; ``-inf`` if ``q`` puts mass on an impossible state.
+        The total over data points; ``-inf`` if ``q`` puts mass on an impossible state (in
+        a row of positive weight).
 
     Raises
     ------
@@ -366,12 +464,12 @@ def elbo(log_joint, q) -> float:
     >>> print(f"{elbo(lj, posterior(lj)):.6f}")
     -1.832581
     """
-    lj = _check_log_joint(log_joint)
+    lj, w = _check_log_joint(log_joint, weights)
     qa = _check_q(q, lj)
-    return float(np.sum(_q_times_log_joint(lj, qa) - xlogy(qa, qa)))
+    return _weighted_total(np.sum(_q_times_log_joint(lj, qa) - xlogy(qa, qa), axis=-1), w)
 
 
-def decompose(log_joint, q) -> Decomposition:
+def decompose(log_joint, q, *, weights=None) -> Decomposition:
     """Compute the three terms of ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))``.
 
     Each term is computed from its own definition: ``ln p`` by :func:`log_likelihood`,
@@ -388,6 +486,10 @@ def decompose(log_joint, q) -> Decomposition:
     q : array_like
         Same shape as ``log_joint``.
         Rows are distributions over the K states.
+    weights : array_like, optional
+        Shape (N,).
+        Counts ``w_n >= 0`` of the rows (grouped data); the result is then
+        ``sum_n w_n (...)_n``, as if row ``n`` were repeated ``w_n`` times.
 
     Returns
     -------
@@ -411,7 +513,9 @@ def decompose(log_joint, q) -> Decomposition:
     >>> print(f"{d.log_likelihood:.6f} = {d.elbo:.6f} + {d.kl:.6f}")
     0.006715 = -200.210279 + 200.216995
     """
-    lj = _check_log_joint(log_joint)
+    lj, w = _check_log_joint(log_joint, weights)
     qa = _check_q(q, lj)
-    kl = float(np.sum(_kl_log(qa, lj - logsumexp(lj, axis=-1, keepdims=True))))
-    return Decomposition(log_likelihood(lj), elbo(lj, qa), kl)
+    with np.errstate(invalid="ignore"):  # an impossible row of weight 0: -inf - (-inf)
+        log_post = lj - _row_logsumexp(lj).reshape(lj.shape[:-1] + (1,))
+    kl = _weighted_total(_kl_log(qa, log_post), w)
+    return Decomposition(log_likelihood(lj, weights=w), elbo(lj, qa, weights=w), kl)

@@ -304,3 +304,92 @@ def test_complex_and_string_inputs_are_refused():
         bounds.log_likelihood(np.array([[0.0, 1j]]))
     with pytest.raises(TypeError, match="q must be an array of numbers"):
         bounds.entropy([["0.5", "0.5"]])
+
+
+# ---------------------------------------------------------------- per-row weights (counts)
+@pytest.mark.parametrize("with_neg_inf", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_weights_equal_repeating_the_rows(seed, with_neg_inf):
+    """Every total with weights w equals the total over np.repeat(rows, w), zeros included."""
+    rng = np.random.default_rng(seed)
+    lj, q = random_problem(rng, 6, 3, with_neg_inf=with_neg_inf)
+    w = rng.integers(0, 4, size=6)
+    w[1] = 0
+    w[2] = max(w[2], 1)
+    lj_r, q_r = np.repeat(lj, w, axis=0), np.repeat(q, w, axis=0)
+    p = rng.dirichlet(np.ones(3), size=6)
+    pairs = [
+        (bounds.log_likelihood(lj, weights=w), bounds.log_likelihood(lj_r)),
+        (bounds.elbo(lj, q, weights=w), bounds.elbo(lj_r, q_r)),
+        (bounds.expected_complete_loglik(lj, q, weights=w),
+         bounds.expected_complete_loglik(lj_r, q_r)),
+        (bounds.entropy(q, weights=w), float(bounds.entropy(q_r).sum())),
+        (bounds.kl_divergence(q, p, weights=w),
+         float(bounds.kl_divergence(q_r, np.repeat(p, w, axis=0)).sum())),
+        (bounds.kl_divergence(q, log_p=bounds.log_posterior(lj), weights=w),
+         float(bounds.kl_divergence(q_r, log_p=bounds.log_posterior(lj_r)).sum())),
+    ]
+    pairs += list(zip(bounds.decompose(lj, q, weights=w), bounds.decompose(lj_r, q_r),
+                      strict=True))
+    for got, want in pairs:
+        assert isinstance(got, float)
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_fractional_weights_and_unit_weights():
+    rng = np.random.default_rng(7)
+    lj, q = random_problem(rng, 5, 2)
+    ones = np.ones(5)
+    assert bounds.elbo(lj, q, weights=ones) == pytest.approx(bounds.elbo(lj, q), rel=1e-14)
+    half = bounds.log_likelihood(lj, weights=0.5 * ones)
+    assert half == pytest.approx(0.5 * bounds.log_likelihood(lj), rel=1e-14)
+    # a single row given as a 1-D array takes one weight
+    assert bounds.log_likelihood(lj[0], weights=[3.0]) == pytest.approx(
+        3 * logsumexp(lj[0]), rel=1e-14)
+
+
+def test_zero_weight_drops_an_impossible_row():
+    """A row of weight 0 is not in the data set, even when theta makes it impossible."""
+    lj = np.array([[0.0, -1.0], [-np.inf, -np.inf], [-2.0, -0.5]])
+    q = np.array([[0.5, 0.5], [0.5, 0.5], [0.2, 0.8]])
+    w = np.array([2.0, 0.0, 1.0])
+    keep = [0, 0, 2]
+    assert bounds.log_likelihood(lj, weights=w) == pytest.approx(
+        bounds.log_likelihood(lj[keep]), rel=1e-14)
+    d = bounds.decompose(lj, q, weights=w)
+    want = bounds.decompose(lj[keep], q[keep])
+    assert np.allclose(d, want, rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="log_joint row 1 is -inf for every state"):
+        bounds.log_likelihood(lj, weights=[2.0, 1e-3, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("weights", "exc", "match"),
+    [
+        ([1.0, -1.0, 2.0], ValueError, r"weights must be counts >= 0, got weights\[1\] = -1"),
+        ([1.0, np.nan, 2.0], ValueError, "weights contains NaN"),
+        ([1.0, np.inf, 2.0], ValueError, "weights contains infinite values"),
+        ([1.0, 2.0], ValueError,
+         r"weights must have shape \(3,\), one count per row of log_joint, got shape \(2,\)"),
+        ([[1.0, 2.0, 3.0]], ValueError, r"weights must have shape \(3,\)"),
+        (["a", "b", "c"], TypeError, "weights must be an array of numbers"),
+    ],
+)
+def test_bad_weights_are_refused(weights, exc, match):
+    lj, q = LJ3, np.full((3, 2), 0.5)
+    for call in (
+        lambda: bounds.log_likelihood(lj, weights=weights),
+        lambda: bounds.elbo(lj, q, weights=weights),
+        lambda: bounds.expected_complete_loglik(lj, q, weights=weights),
+        lambda: bounds.decompose(lj, q, weights=weights),
+    ):
+        with pytest.raises(exc, match=match):
+            call()
+    match_q = match.replace("log_joint", "q")
+    with pytest.raises(exc, match=match_q):
+        bounds.entropy(q, weights=weights)
+    with pytest.raises(exc, match=match_q):
+        bounds.kl_divergence(q, q, weights=weights)
+
+
+LJ3 = np.log([[0.1, 0.3], [0.2, 0.2], [0.05, 0.15]])
