@@ -12,6 +12,12 @@ Functional core, one step at a time:
 * :func:`m_step` -- weights, means and covariances maximising ``Q(theta, theta_old)``;
 * :func:`log_likelihood`, :func:`predict`, :func:`predict_proba`, :func:`sample`.
 
+Missing entries. Called with ``missing="em"``, :func:`fit`, :func:`e_step`,
+:func:`log_likelihood`, :func:`log_joint`, :func:`score_samples`, :func:`predict_proba` and
+:func:`predict` accept NaN in ``X``: a row counts through the marginal density of its
+observed entries under each component, and the M-step uses the conditional moments of its
+missing ones (the mixture version of :mod:`emtutor.missing`), rows grouped by pattern.
+
 The driver :func:`fit` runs :func:`emtutor.em.run` on these steps and returns a
 :class:`GMMResult` (an :class:`emtutor.em.EMResult` with the responsibilities added).
 
@@ -157,8 +163,32 @@ class GMMResult(EMResult):
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_X(X: ArrayLike) -> np.ndarray:
-    return as_float_array(X, "X", ndim=2)
+def _check_X(X: ArrayLike, missing=None, need_covariance: bool = False) -> np.ndarray:
+    """A finite 2-D array; with ``missing="em"`` NaN entries are allowed (see
+    ``emtutor._gmm_missing``), but no inf and no row or column entirely missing."""
+    from emtutor import _gmm_missing
+
+    if _gmm_missing.check_missing(missing):
+        return _gmm_missing.check_X(X, need_covariance=need_covariance)
+    try:
+        return as_float_array(X, "X", ndim=2)
+    except ValueError as err:
+        if "NaN" not in str(err):
+            raise
+        raise ValueError(
+            f"{str(err).split(';')[0]}: pass missing='em' to work on the observed entries "
+            "of each row (EM treats the missing ones as latent), or remove or impute them"
+        ) from None
+
+
+def _make_problem(X: np.ndarray, covariance_type: str, reg_covar: float = 0.0,
+                  prior: _g.Prior | None = None) -> _Problem:
+    """The scaled problem; for data with NaN entries the missing-data version."""
+    if np.isnan(X).any():
+        from emtutor._gmm_missing import MissingProblem
+
+        return MissingProblem(X, covariance_type, reg_covar, prior)
+    return _Problem(X, covariance_type, reg_covar, prior)
 
 
 def _check_covariance_type(covariance_type) -> str:
@@ -417,11 +447,11 @@ def _warn_empty(m: _g.Moments, when: str, stacklevel: int = 4) -> None:
         )
 
 
-def _prepare(X: ArrayLike, params: Params) -> tuple[_Problem, Params]:
+def _prepare(X: ArrayLike, params: Params, missing=None) -> tuple[_Problem, Params]:
     """Validate ``X`` and ``params`` together; return the scaled problem and scaled params."""
-    X = _check_X(X)
+    X = _check_X(X, missing)
     params = check_params(params, X.shape[1])
-    problem = _Problem(X, covariance_type_of(params))
+    problem = _make_problem(X, covariance_type_of(params))
     return problem, problem.to_scaled(params)
 
 
@@ -478,6 +508,18 @@ def natural_parameters(params: Params) -> np.ndarray:
     Parameters
     ----------
     params : Params
+    missing : {None, "em"}
+        ``"em"``: ``X`` may hold NaN for missing entries; each row then counts through the
+        marginal density of its observed entries, and the missing ones are integrated out.
+        The default refuses NaN.
+    missing : {None, "em"}
+        ``"em"``: ``X`` may hold NaN for missing entries; each row then counts through the
+        marginal density of its observed entries, and the missing ones are integrated out.
+        The default refuses NaN.
+    missing : {None, "em"}
+        ``"em"``: ``X`` may hold NaN for missing entries; each row then counts through the
+        marginal density of its observed entries, and the missing ones are integrated out.
+        The default refuses NaN.
 
     Returns
     -------
@@ -513,7 +555,7 @@ def natural_parameters(params: Params) -> np.ndarray:
 # --------------------------------------------------------------------- the functional core
 
 
-def log_joint(X: ArrayLike, params: Params) -> np.ndarray:
+def log_joint(X: ArrayLike, params: Params, *, missing: str | None = None) -> np.ndarray:
     """Log joint ``ln p(x_n, z_n = k | theta) = ln w_k + ln N(x_n | mu_k, Sigma_k)``.
 
     Parameters
@@ -544,11 +586,13 @@ def log_joint(X: ArrayLike, params: Params) -> np.ndarray:
     >>> print(np.log([0.3 * norm.pdf(1.0), 0.7 * norm.pdf(1.0, 2.0, 0.5)]).round(4))
     [-2.6229 -2.5825]
     """
-    problem, theta = _prepare(X, params)
+    problem, theta = _prepare(X, params, missing)
     return np.ascontiguousarray(problem.log_joint(theta).T)
 
 
-def e_step(X: ArrayLike, params: Params) -> tuple[np.ndarray, float]:
+def e_step(
+    X: ArrayLike, params: Params, *, missing: str | None = None
+) -> tuple[np.ndarray, float]:
     """E-step: responsibilities ``p(z_n = k | x_n, theta)`` and the log-likelihood.
 
     Parameters
@@ -576,12 +620,12 @@ def e_step(X: ArrayLike, params: Params) -> tuple[np.ndarray, float]:
     [[0.5   0.5  ]
      [0.018 0.982]] -3.5129
     """
-    problem, theta = _prepare(X, params)
+    problem, theta = _prepare(X, params, missing)
     ll = problem.log_likelihood(theta)
     return np.ascontiguousarray(problem.e_step(theta).T), ll
 
 
-def log_likelihood(X: ArrayLike, params: Params) -> float:
+def log_likelihood(X: ArrayLike, params: Params, *, missing: str | None = None) -> float:
     """Log-likelihood ``ln p(X | theta) = sum_n ln sum_k w_k N(x_n | mu_k, Sigma_k)``.
 
     Parameters
@@ -609,18 +653,29 @@ def log_likelihood(X: ArrayLike, params: Params) -> float:
     -3.512874
     >>> print(round(float(np.log(0.5 * norm.pdf(x) + 0.5 * norm.pdf(x, 2.0)).sum()), 6))
     -3.512874
+
+    With ``missing="em"`` a NaN entry is integrated out: the second row counts as ``x_1 = 3``.
+
+    >>> X = np.array([[1.0, 0.0], [3.0, np.nan]])
+    >>> p2 = Params([0.5, 0.5], [[0.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]])
+    >>> print(round(log_likelihood(X, p2, missing="em") - norm.logpdf(0.0), 6))
+    -3.512874
     """
-    problem, theta = _prepare(X, params)
+    problem, theta = _prepare(X, params, missing)
     return problem.log_likelihood(theta)
 
 
-def score_samples(X: ArrayLike, params: Params) -> np.ndarray:
+def score_samples(X: ArrayLike, params: Params, *, missing: str | None = None) -> np.ndarray:
     """Per-point log-likelihood ``ln p(x_n | theta) = ln sum_k w_k N(x_n | mu_k, Sigma_k)``.
 
     Parameters
     ----------
     X : array_like, shape (N, D)
     params : Params
+    missing : {None, "em"}
+        ``"em"``: ``X`` may hold NaN for missing entries; each row then counts through the
+        marginal density of its observed entries, and the missing ones are integrated out.
+        The default refuses NaN.
 
     Returns
     -------
@@ -643,7 +698,7 @@ def score_samples(X: ArrayLike, params: Params) -> np.ndarray:
     >>> print(np.log(0.5 * norm.pdf([1.0, 3.0]) + 0.5 * norm.pdf([1.0, 3.0], 2.0)).round(6))
     [-1.418939 -2.093935]
     """
-    problem, theta = _prepare(X, params)
+    problem, theta = _prepare(X, params, missing)
     return logsumexp(problem.log_joint(theta), axis=0)
 
 
@@ -797,10 +852,11 @@ def m_step(
     return problem.to_original(theta)
 
 
-def predict_proba(X: ArrayLike, params: Params) -> np.ndarray:
+def predict_proba(X: ArrayLike, params: Params, *, missing: str | None = None) -> np.ndarray:
     """Posterior probabilities ``p(z_n = k | x_n, theta)``, shape (N, K).
 
     Same as the first output of :func:`e_step`.
+    With ``missing="em"`` ``X`` may hold NaN entries, as in :func:`e_step`.
 
     Examples
     --------
@@ -809,14 +865,15 @@ def predict_proba(X: ArrayLike, params: Params) -> np.ndarray:
     [[0.5   0.5  ]
      [0.018 0.982]]
     """
-    return e_step(X, params)[0]
+    return e_step(X, params, missing=missing)[0]
 
 
-def predict(X: ArrayLike, params: Params) -> np.ndarray:
+def predict(X: ArrayLike, params: Params, *, missing: str | None = None) -> np.ndarray:
     """Most probable component ``argmax_k p(z_n = k | x_n, theta)`` of each point, shape (N,).
 
     The argmax of :func:`predict_proba`'s rows, so the two always agree; ties go to the
     lowest index.
+    With ``missing="em"`` ``X`` may hold NaN entries, as in :func:`e_step`.
 
     Examples
     --------
@@ -824,7 +881,7 @@ def predict(X: ArrayLike, params: Params) -> np.ndarray:
     >>> print(predict([[-1.0], [0.9], [3.0]], p))
     [0 0 1]
     """
-    problem, theta = _prepare(X, params)
+    problem, theta = _prepare(X, params, missing)
     return np.argmax(problem.e_step(theta), axis=0)
 
 
@@ -929,6 +986,7 @@ def fit(
     random_state: int | np.random.Generator | None = None,
     weight_concentration: float | ArrayLike | None = None,
     covariance_prior: tuple | None = None,
+    missing: str | None = None,
 ) -> GMMResult:
     """Fit a Gaussian mixture by EM (via :func:`emtutor.em.run`) and return the full trace.
 
@@ -978,6 +1036,15 @@ def fit(
         covariances away from zero as a prior, unlike ``reg_covar``, which scikit-learn
         adds after the M-step and which is not the MAP estimate of any prior. With a
         prior, pass ``reg_covar=0`` for an exact MAP M-step.
+    missing : {None, "em"}
+        ``"em"``: ``X`` may hold NaN for missing entries (any pattern; no row or column
+        entirely missing, at least two observed entries per column). EM then treats the
+        missing entries as latent too: the E-step uses each component's marginal density of
+        a row's observed entries and the conditional moments of its missing ones, and the
+        log-likelihood is that of the observed entries. Rows are grouped by their pattern
+        of missing entries, so the cost per iteration grows with the number of patterns'
+        sizes, not of rows. Without NaN in ``X`` the fit is the complete-data one, exactly.
+        The initialisation runs on the data with each missing entry at its column's mean.
 
     Returns
     -------
@@ -1027,7 +1094,7 @@ def fit(
     True
     >>> res.check_sandwich()
     """
-    X = _check_X(X)
+    X = _check_X(X, missing, need_covariance=True)
     n = X.shape[0]
     k = check_int(n_components, "n_components", low=1)
     if k > n:
@@ -1062,7 +1129,7 @@ def fit(
     rng = check_random_state(random_state)
     prior = _check_prior(weight_concentration, covariance_prior, k, X.shape[1], covariance_type)
 
-    problem = _Problem(X, covariance_type, reg_covar, prior)
+    problem = _make_problem(X, covariance_type, reg_covar, prior)
     best = None
     for _ in range(n_init):
         problem.iteration = 0

@@ -190,18 +190,38 @@ def _per_row(mats: np.ndarray, which: np.ndarray, vecs: np.ndarray) -> np.ndarra
     return np.einsum("rij,rj->ri", mats[which], vecs)
 
 
+def _batch_terms(batch, mean: np.ndarray, cov: np.ndarray, conditional: bool = True):
+    """One batch of patterns under ``N(mean, cov)``: what the E-step needs of each row.
+
+    Returns ``log_dens`` (R,), the marginal log density ``ln N(x_o | mu_o, Sigma_oo)`` of
+    each row's observed entries, and, if ``conditional`` and entries are missing, the
+    conditional means ``mu_m + B (x_o - mu_o)`` (R, |m|), the conditional covariances
+    ``C = Sigma_mm - Sigma_mo Sigma_oo^{-1} Sigma_om`` (G, |m|, |m|) and their entropies
+    (G,) per pattern (else three ``None``). One batched Cholesky factorisation
+    ``Sigma_oo = L L^T`` serves all of them: with ``A = L^{-1} Sigma_om``,
+    ``B = (L^{-T} A)^T`` and ``C = Sigma_mm - A^T A``.
+    """
+    _, which, o_idx, m_idx, xo, _ = batch
+    chol = np.linalg.cholesky(_blocks(cov, o_idx, o_idx))  # (G, |o|, |o|)
+    inv = np.linalg.inv(chol)  # L^{-1}; |o| <= D is small
+    diff = xo - mean[o_idx][which]
+    white = _per_row(inv, which, diff)
+    log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    size = o_idx.shape[1]
+    log_dens = -0.5 * (np.einsum("ri,ri->r", white, white) + log_det[which] + size * _LOG_2PI)
+    if not conditional or m_idx.shape[1] == 0:
+        return log_dens, None, None, None
+    a = inv @ _blocks(cov, o_idx, m_idx)  # (G, |o|, |m|)
+    b = (inv.transpose(0, 2, 1) @ a).transpose(0, 2, 1)  # Sigma_mo Sigma_oo^{-1}
+    cond_mean = mean[m_idx][which] + _per_row(b, which, diff)
+    c = _blocks(cov, m_idx, m_idx) - a.transpose(0, 2, 1) @ a
+    c = 0.5 * (c + c.transpose(0, 2, 1))
+    entropy = 0.5 * (np.linalg.slogdet(c)[1] + m_idx.shape[1] * (1.0 + _LOG_2PI))
+    return log_dens, cond_mean, c, entropy
+
+
 def _log_lik(pat: _Patterns, mean: np.ndarray, cov: np.ndarray) -> float:
-    total = 0.0
-    for _, which, o_idx, _, xo, counts in pat.batches:
-        chol = np.linalg.cholesky(_blocks(cov, o_idx, o_idx))  # (G, |o|, |o|)
-        inv = np.linalg.inv(chol)  # L^{-1}; |o| <= D is small
-        diff = xo - mean[o_idx][which]
-        white = _per_row(inv, which, diff)
-        log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        size = o_idx.shape[1]
-        total -= 0.5 * (np.einsum("ri,ri->", white, white)
-                        + float(counts @ log_det) + counts.sum() * size * _LOG_2PI)
-    return float(total)
+    return float(sum(_batch_terms(b, mean, cov, conditional=False)[0].sum() for b in pat.batches))
 
 
 def _e_step(pat: _Patterns, mean: np.ndarray, cov: np.ndarray) -> Stats:
@@ -209,21 +229,14 @@ def _e_step(pat: _Patterns, mean: np.ndarray, cov: np.ndarray) -> Stats:
     expected = pat.X.copy()
     extra = np.zeros((d, d))  # sum over rows of the conditional covariances
     entropy = 0.0
-    for rows, which, o_idx, m_idx, xo, counts in pat.batches:
+    for batch in pat.batches:
+        rows, which, _, m_idx, _, counts = batch
         if m_idx.shape[1] == 0:
             continue
-        s_oo = _blocks(cov, o_idx, o_idx)
-        s_om = _blocks(cov, o_idx, m_idx)
-        b = np.linalg.solve(s_oo, s_om).transpose(0, 2, 1)  # Sigma_mo Sigma_oo^{-1}
-        diff = xo - mean[o_idx][which]
-        m_rows = m_idx[which]
-        expected[rows[:, None], m_rows] = mean[m_rows] + _per_row(b, which, diff)
-        c = _blocks(cov, m_idx, m_idx) - b @ s_om
-        c = 0.5 * (c + c.transpose(0, 2, 1))  # (G, |m|, |m|)
+        _, cond_mean, c, h = _batch_terms(batch, mean, cov)
+        expected[rows[:, None], m_idx[which]] = cond_mean
         np.add.at(extra, (m_idx[:, :, None], m_idx[:, None, :]), counts[:, None, None] * c)
-        log_det = np.linalg.slogdet(c)[1]
-        size = m_idx.shape[1]
-        entropy += float(counts @ (0.5 * (log_det + size * (1.0 + _LOG_2PI))))
+        entropy += float(counts @ h)
     sum_x = expected.sum(axis=0)
     sum_xx = expected.T @ expected + extra
     return Stats(n, sum_x, sum_xx, expected, float(entropy))
