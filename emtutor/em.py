@@ -3,8 +3,9 @@
 Every EM iteration alternates two steps (Dempster, Laird and Rubin, 1977):
 
 * E-step: ``q = e_step(theta)``, the posterior ``p(Z | V, theta)`` of the latent variables;
-* M-step: ``theta = m_step(q)``, the maximiser of the expected complete-data
-  log-likelihood ``Q(theta, theta_old)``, equivalently of the bound ``L(q, theta)``.
+* M-step: ``theta = m_step(q)`` (or ``m_step(q, theta_old)``), the maximiser of the
+  expected complete-data log-likelihood ``Q(theta, theta_old)``, equivalently of the bound
+  ``L(q, theta)``.
 
 :func:`run` drives any model written as these two functions plus its log-likelihood
 ``ln p(V | theta)``. It records every parameter value, the log-likelihood evaluated at
@@ -13,7 +14,9 @@ so that the chain of inequalities
 
     ln p(V | theta_i) = L(q_i, theta_i) <= L(q_i, theta_{i+1}) <= ln p(V | theta_{i+1})
 
-can be checked on the numbers (:meth:`EMResult.check_sandwich`).
+can be checked on the numbers (:meth:`EMResult.check_sandwich`), and, with ``check=True``,
+each step on its own while the run goes (the E-step makes the bound tight, the M-step does
+not lower it). A run without a bound issues a :class:`MissingElboWarning`.
 
 :func:`has_converged` is the one stopping rule of the package and
 :class:`LikelihoodDecreaseWarning` the one warning for a log-likelihood that went down;
@@ -22,6 +25,7 @@ the mixture and hidden-Markov modules use both.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
@@ -44,6 +48,7 @@ __all__ = [
     "EMResult",
     "EmptyComponentWarning",
     "LikelihoodDecreaseWarning",
+    "MissingElboWarning",
     "convergence_rate",
     "find_decreases",
     "has_converged",
@@ -53,6 +58,9 @@ __all__ = [
 
 #: Relative size of a change in the log-likelihood that is treated as rounding noise.
 NOISE_RTOL = 1e-12
+
+#: Relative slack of the per-iteration checks of ``run(..., check=True)``.
+_CHECK_RTOL = 1e-9
 
 
 class LikelihoodDecreaseWarning(UserWarning):
@@ -75,6 +83,26 @@ class LikelihoodDecreaseWarning(UserWarning):
     >>> print(caught[0].message)
     log-likelihood decreased at iteration 3: from -10 to -10.5, a drop of 0.5 (relative 0.05);
     EM never lowers it, so check the E-step and the M-step
+    """
+
+
+class MissingElboWarning(UserWarning):
+    """Warning issued by :func:`run` when it is given no ``elbo``.
+
+    Without the bound ``L(q, theta)`` the trace holds only ``ln p(V | theta)``, and a
+    monotone log-likelihood is weak evidence: an E-step that is not the exact posterior or
+    an M-step that only improves ``Q`` still climb. With ``elbo=`` the run records
+    ``L(q_i, theta_{i+1})`` for :meth:`EMResult.check_sandwich` and can check every step
+    (``check=True``). The warning is issued once per call of :func:`run`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = run(0.0, lambda t: t, lambda q: q, lambda t: -1.0, max_iter=2)
+    >>> print(caught[0].category.__name__, len(caught))
+    MissingElboWarning 1
     """
 
 
@@ -369,6 +397,106 @@ def _check_callable(f: Any, name: str, optional: bool = False) -> None:
         raise TypeError(f"{name} must be callable, got {type(f).__name__}")
 
 
+def wants_theta_old(m_step: Callable) -> bool:
+    """Whether ``m_step`` is called as ``m_step(q, theta_old)`` rather than ``m_step(q)``.
+
+    The rule of :func:`run` (and of :func:`emtutor.testing.check_m_step`): an M-step with
+    two required positional parameters receives the E-step output and the parameters that
+    E-step was computed from; one with a single required positional parameter (or none, or
+    only ``*args``) receives ``q`` alone. Parameters with defaults and keyword-only
+    parameters do not count, so ``functools.partial(coins.m_step, heads, n_tosses)`` takes
+    ``q`` alone.
+
+    Parameters
+    ----------
+    m_step : callable
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        If ``m_step`` is not callable or needs more than two positional arguments.
+
+    Examples
+    --------
+    >>> wants_theta_old(lambda q: q), wants_theta_old(lambda q, theta_old: q)
+    (False, True)
+    >>> wants_theta_old(lambda q, theta_old=None: q)  # a default: called with q alone
+    False
+    """
+    _check_callable(m_step, "m_step")
+    try:
+        sig = inspect.signature(m_step)
+    except (TypeError, ValueError):  # some builtins have no signature: call with q alone
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [
+        p.name for p in sig.parameters.values()
+        if p.kind in positional and p.default is inspect.Parameter.empty
+    ]
+    if len(required) > 2:
+        raise TypeError(
+            f"m_step must be m_step(q) or m_step(q, theta_old), got one with "
+            f"{len(required)} required positional parameters ({', '.join(required)}); "
+            "bind the data with a lambda or functools.partial"
+        )
+    return len(required) == 2
+
+
+def _check_posterior_rows(q: np.ndarray, i: int) -> None:
+    """``check=True``: an array E-step output must hold distributions along its last axis."""
+    if q.dtype.kind not in "fiu" or q.ndim == 0 or q.size == 0:
+        return
+    if not np.all(np.isfinite(q)) or np.any(q < 0):
+        bad = np.argwhere(~(np.isfinite(q) & (q >= 0)))[0]
+        raise AssertionError(
+            f"check at iteration {i} (E-step): q[{', '.join(map(str, bad))}] = "
+            f"{q[tuple(bad)]}; a posterior has finite entries >= 0"
+        )
+    sums = q.sum(axis=-1)
+    off = np.abs(sums - 1.0)
+    if np.any(off > 1e-8):
+        n = np.unravel_index(int(np.argmax(off)), off.shape)
+        where = f"row {n[0]}" if len(n) == 1 else f"row {tuple(int(j) for j in n)}"
+        raise AssertionError(
+            f"check at iteration {i} (E-step): {where} of q sums to {sums[n]:.12g}, not 1 "
+            f"(off by {sums[n] - 1.0:.3g}); the E-step must normalise the posterior over the "
+            "latent states"
+        )
+
+
+def _check_step(i: int, ll_old: float, bound_old: float, bound_new: float) -> None:
+    """``check=True``: ``L(q, theta_old) = ln p(theta_old) <= L(q, theta_new)``, with slack."""
+    slack = _CHECK_RTOL * max(1.0, abs(ll_old))
+    kl = ll_old - bound_old
+    if kl > slack:
+        raise AssertionError(
+            f"check at iteration {i} (E-step): KL(q_{i - 1} || p(Z | V, theta_{i - 1})) = "
+            f"ln p(V | theta_{i - 1}) - L(q_{i - 1}, theta_{i - 1}) = {kl:.6g} > 0 "
+            f"(allowed {slack:.3g}): q is not the exact posterior, so the bound is not tight "
+            "after the E-step (a tempered posterior, or one that leaves out a factor of the "
+            "joint such as the mixing weights or a prior?)"
+        )
+    if kl < -slack:
+        raise AssertionError(
+            f"check at iteration {i} (E-step): L(q_{i - 1}, theta_{i - 1}) = {bound_old:.12g} "
+            f"exceeds ln p(V | theta_{i - 1}) = {ll_old:.12g} by {-kl:.3g}, a negative KL "
+            f"(allowed {slack:.3g}): elbo and log_likelihood disagree, or q is not a "
+            "distribution"
+        )
+    drop = bound_old - bound_new
+    if drop > slack:
+        raise AssertionError(
+            f"check at iteration {i} (M-step): Q decreased: L(q_{i - 1}, theta_{i}) = "
+            f"{bound_new:.12g} is below L(q_{i - 1}, theta_{i - 1}) = {bound_old:.12g} by "
+            f"{drop:.3g} (allowed {slack:.3g}), so Q(theta_{i}, theta_{i - 1}) < "
+            f"Q(theta_{i - 1}, theta_{i - 1}); the M-step must not lower Q"
+        )
+
+
 def run(
     theta0: Any,
     e_step: Callable[[Any], Any],
@@ -379,12 +507,14 @@ def run(
     tol: float = 1e-10,
     max_iter: int = 1000,
     callback: Callable[[int, Any, Any, float], Any] | None = None,
+    check: bool = False,
 ) -> EMResult:
     """Run EM from ``theta0`` and return the full trace.
 
     Iteration ``i = 1, 2, ...`` computes ``q = e_step(theta_{i-1})``,
-    ``theta_i = m_step(q)``, optionally ``L(q, theta_i)``, then ``ln p(V | theta_i)``, and
-    stops as soon as :func:`has_converged` says so (or after ``max_iter`` iterations).
+    ``theta_i = m_step(q)`` (or ``m_step(q, theta_{i-1})``, see ``m_step``), optionally
+    ``L(q, theta_i)``, then ``ln p(V | theta_i)``, and stops as soon as
+    :func:`has_converged` says so (or after ``max_iter`` iterations).
     A log-likelihood that goes down issues a :class:`LikelihoodDecreaseWarning` and EM
     continues; such an iteration never counts as convergence, the result records it in
     ``decreases``, and a run with a decrease is not reported as ``converged``.
@@ -398,12 +528,18 @@ def run(
     e_step : callable
         ``e_step(theta) -> q``, the posterior over the latent variables at ``theta``.
     m_step : callable
-        ``m_step(q) -> theta``, the parameters maximising the bound for that ``q``.
+        ``m_step(q) -> theta``, the parameters maximising the bound for that ``q``. An
+        M-step that needs the previous parameters (to keep those of an empty component, or
+        to take a partial step as in generalised EM) is written with two required
+        positional parameters, ``m_step(q, theta_old) -> theta``, and :func:`run` then
+        passes ``theta_{i-1}``, the parameters ``q`` was computed from (the rule is
+        :func:`wants_theta_old`). There is no need to return ``theta`` from the E-step.
     log_likelihood : callable
         ``log_likelihood(theta) -> float``, the total ``ln p(V | theta)``.
     elbo : callable, optional
         ``elbo(q, theta) -> float``, the bound ``L(q, theta)``. If given, the trace records
-        ``L(q_i, theta_{i+1})`` for :meth:`EMResult.check_sandwich`.
+        ``L(q_i, theta_{i+1})`` for :meth:`EMResult.check_sandwich`. Without it a
+        :class:`MissingElboWarning` is issued (once per call).
     tol : float
         Tolerance ``>= 0`` of the stopping rule (see :func:`has_converged`); ``0`` runs
         exactly ``max_iter`` iterations.
@@ -414,6 +550,24 @@ def run(
         with the iteration number ``i >= 1``, the new parameters ``theta_i``, the E-step
         output ``q_{i-1}`` they were computed from and ``ln p(V | theta_i)``. Its return value
         is ignored; it is called before the stopping test, so it sees the last iteration too.
+    check : bool
+        Check every iteration ``i`` as it runs, with the bound alone (no other function of
+        the model is needed, so ``elbo`` is required):
+
+        1. E-step, normalised: if ``q`` is a NumPy array, its entries are ``>= 0`` and sum
+           to 1 along the last axis (within ``1e-8``);
+        2. E-step, exact: ``KL(q_{i-1} || p(Z | V, theta_{i-1})) = ln p(V | theta_{i-1}) -
+           L(q_{i-1}, theta_{i-1})`` is 0, neither positive (``q`` is not the posterior,
+           e.g. tempered, or missing the mixing weights) nor negative;
+        3. M-step: ``L(q_{i-1}, theta_i) >= L(q_{i-1}, theta_{i-1})``, which is
+           ``Q(theta_i, theta_{i-1}) >= Q(theta_{i-1}, theta_{i-1})`` since the two bounds
+           differ from ``Q`` by the same entropy ``H(q_{i-1})``.
+
+        The slack of 2 and 3 is ``1e-9 max(1, |ln p(V | theta_{i-1})|)``. A failed check
+        raises ``AssertionError`` naming the iteration, the step and the size of the
+        violation. The cost is one more evaluation of ``elbo`` per iteration; with
+        ``check=False`` (the default) nothing is added. That the M-step *maximises* ``Q``
+        is a different question: :func:`emtutor.testing.check_m_step` answers it.
 
     Returns
     -------
@@ -421,11 +575,14 @@ def run(
 
     Raises
     ------
+    AssertionError
+        With ``check=True``, at the first iteration that fails a check.
     ValueError
-        If ``tol < 0``, ``max_iter < 0``, or a log-likelihood or bound is not finite
-        (the message names the iteration).
+        If ``tol < 0``, ``max_iter < 0``, a log-likelihood or bound is not finite
+        (the message names the iteration), or ``check=True`` without ``elbo``.
     TypeError
-        If a function argument is not callable, ``max_iter`` is not an integer, or a function
+        If a function argument is not callable, ``m_step`` needs more than two positional
+        arguments, ``max_iter`` is not an integer, ``check`` is not a bool, or a function
         returns something that is not a real number.
 
     Examples
@@ -456,14 +613,53 @@ def run(
     >>> bool(np.all(np.diff(res.log_likelihood) >= 0))
     True
     >>> res.check_sandwich()
+
+    An M-step that asks for the previous parameters gets them: here a generalised EM that
+    goes only half way from ``theta_old`` to the maximiser (it still never lowers ``Q``).
+
+    >>> def half_m_step(q, theta_old):
+    ...     return tuple(0.5 * (np.asarray(theta_old) + m_step(q)))
+    >>> half = run((0.6, 0.5), e_step, half_m_step, log_likelihood, elbo=bound, check=True)
+    >>> print([round(float(t), 2) for t in half.thetas[1]], half.n_iter > res.n_iter)
+    [0.66, 0.54] True
+
+    With ``check=True`` an E-step that is not the exact posterior is caught at once:
+
+    >>> def tempered_e_step(theta):  # q proportional to p(z | v) ** 0.5
+    ...     lj = 0.5 * log_joint(theta)
+    ...     return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+    >>> try:
+    ...     run((0.6, 0.5), tempered_e_step, m_step, log_likelihood, elbo=bound, check=True)
+    ... except AssertionError as err:
+    ...     print(err)
+    check at iteration 1 (E-step): KL(q_0 || p(Z | V, theta_0)) = ln p(V | theta_0) -
+    L(q_0, theta_0) = 0.102537 > 0 (allowed 1.13e-08): q is not the exact posterior, so the
+    bound is not tight after the E-step (a tempered posterior, or one that leaves out a factor
+    of the joint such as the mixing weights or a prior?)
     """
     _check_callable(e_step, "e_step")
-    _check_callable(m_step, "m_step")
+    with_old = wants_theta_old(m_step)
     _check_callable(log_likelihood, "log_likelihood")
     _check_callable(elbo, "elbo", optional=True)
     _check_callable(callback, "callback", optional=True)
     tol = check_tol(tol)
     max_iter = check_max_iter(max_iter)
+    if not isinstance(check, (bool, np.bool_)):
+        raise TypeError(f"check must be True or False, got {type(check).__name__}")
+    if elbo is None:
+        if check:
+            raise ValueError(
+                "check=True needs elbo=...: the checks compare L(q, theta) with ln p(V | theta) "
+                "before the M-step and with itself after it"
+            )
+        warnings.warn(
+            "em.run got no elbo, so the trace records no bound and the steps cannot be "
+            "checked; pass elbo=lambda q, theta: L(q, theta) (for a mixture: "
+            "emtutor.bounds.elbo(log_joint(theta), q)) to allow EMResult.check_sandwich() "
+            "and check=True",
+            MissingElboWarning,
+            stacklevel=2,
+        )
 
     theta = theta0
     thetas = [theta0]
@@ -473,9 +669,17 @@ def run(
     n_iter = 0
     for i in range(1, max_iter + 1):
         q = e_step(theta)
-        theta = m_step(q)
+        if check and isinstance(q, np.ndarray):
+            _check_posterior_rows(q, i)
+        theta_old = theta
+        theta = m_step(q, theta_old) if with_old else m_step(q)
         if elbo is not None:
             bounds.append(_as_finite_float(elbo(q, theta), f"ELBO L(q_{i - 1}, theta_{i})", i))
+            if check:
+                before = _as_finite_float(
+                    elbo(q, theta_old), f"ELBO L(q_{i - 1}, theta_{i - 1})", i
+                )
+                _check_step(i, lls[-1], before, bounds[-1])
         ll = _as_finite_float(log_likelihood(theta), "log-likelihood", i)
         thetas.append(theta)
         lls.append(ll)
@@ -549,7 +753,11 @@ def rate_matrix(
     >>> def log_lik(t):
     ...     t = t[0]
     ...     return float(y1 * np.log(2 + t) + (y2 + y3) * np.log(1 - t) + y4 * np.log(t))
-    >>> res = run(np.array([0.5]), e_step, m_step, log_lik, tol=0, max_iter=30)
+    >>> def bound(x2, t):  # L(q, t) = ln p - KL(q || posterior) of the split of y1
+    ...     a, post = x2 / y1, t[0] / (2 + t[0])
+    ...     kl = a * np.log(a / post) + (1 - a) * np.log((1 - a) / (1 - post))
+    ...     return log_lik(t) - y1 * float(kl)
+    >>> res = run(np.array([0.5]), e_step, m_step, log_lik, elbo=bound, tol=0, max_iter=30)
     >>> def em_map(t):
     ...     return m_step(e_step(t))
     >>> print(round(float(res.theta[0]), 6), round(convergence_rate(em_map, res.theta), 4))

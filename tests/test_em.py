@@ -82,6 +82,13 @@ def test_has_converged_bad_inputs(kwargs, exc, match):
                       iteration=args["iteration"])
 
 
+def toy_run(*args, **kwargs):
+    """em.run on a toy model that has no bound, without its MissingElboWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.MissingElboWarning)
+        return em.run(*args, **kwargs)
+
+
 # ---------------------------------------------------------------- run on the coins
 def coin_functions(estimate_weights=False):
     def e_step(p):
@@ -129,7 +136,8 @@ def test_run_trace_on_coins(estimate_weights):
 
 def test_run_reproduces_do_and_batzoglou():
     e_step, m_step, log_likelihood, _ = coin_functions()
-    res = em.run(P0, e_step, m_step, log_likelihood, max_iter=10)
+    with pytest.warns(em.MissingElboWarning):
+        res = em.run(P0, e_step, m_step, log_likelihood, max_iter=10)
     assert res.n_iter == 10 and not res.converged
     np.testing.assert_allclose(res.thetas[1].theta, [0.71, 0.58], atol=0.005)
     np.testing.assert_allclose(res.thetas[10].theta, [0.80, 0.52], atol=0.005)
@@ -139,13 +147,13 @@ def test_run_reproduces_do_and_batzoglou():
 
 
 def test_run_callback_sees_every_iteration():
-    e_step, m_step, log_likelihood, _ = coin_functions()
+    e_step, m_step, log_likelihood, elbo = coin_functions()
     calls = []
 
     def callback(i, theta, q, ll):
         calls.append((i, theta, q, ll))
 
-    res = em.run(P0, e_step, m_step, log_likelihood, callback=callback)
+    res = em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, callback=callback)
     assert [c[0] for c in calls] == list(range(1, res.n_iter + 1))
     for i, theta, q, ll in calls:
         assert theta is res.thetas[i]
@@ -162,8 +170,8 @@ def test_run_zero_iterations():
 
 
 def test_result_is_frozen():
-    e_step, m_step, log_likelihood, _ = coin_functions()
-    res = em.run(P0, e_step, m_step, log_likelihood, max_iter=2)
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+    res = em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, max_iter=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.converged = True
 
@@ -208,12 +216,12 @@ def test_run_on_gaussian_mixture_with_dataclass_theta():
 
 def test_run_with_array_theta():
     """theta may be a plain array: a one-component 'mixture' converges in one step."""
-    res = em.run(
-        np.array([0.0]),
-        lambda m: None,
-        lambda q: np.array([X.mean()]),
-        lambda m: float(norm.logpdf(X, m[0], SIGMA).sum()),
-    )
+    def log_lik(m):
+        return float(norm.logpdf(X, m[0], SIGMA).sum())
+
+    # no latent variable: q is nothing and L(q, m) = ln p(V | m)
+    res = em.run(np.array([0.0]), lambda m: None, lambda q: np.array([X.mean()]), log_lik,
+                 elbo=lambda q, m: log_lik(m), check=True)
     assert res.converged and res.n_iter == 2
     np.testing.assert_allclose(res.theta, X.mean(), rtol=1e-15)
 
@@ -239,7 +247,7 @@ def test_wrong_m_step_warns_and_does_not_converge():
 
 def test_toy_decreasing_step_warns_each_time():
     with pytest.warns(LikelihoodDecreaseWarning) as rec:
-        res = em.run(0.0, lambda t: t, lambda q: q + 1.0, lambda t: -(t**2), max_iter=3)
+        res = toy_run(0.0, lambda t: t, lambda q: q + 1.0, lambda t: -(t**2), max_iter=3)
     assert not res.converged and res.n_iter == 3
     assert [str(w.message).split(":")[0] for w in rec] == [
         f"log-likelihood decreased at iteration {i}" for i in (1, 2, 3)
@@ -308,14 +316,14 @@ def test_run_non_callable(which):
 
 def test_run_non_finite_log_likelihood_names_iteration():
     with pytest.raises(ValueError, match="log-likelihood at iteration 0 is nan"):
-        em.run(0.0, lambda t: t, lambda q: q, lambda t: np.nan)
+        toy_run(0.0, lambda t: t, lambda q: q, lambda t: np.nan)
     values = iter([-3.0, -2.0, -np.inf])
     with pytest.raises(ValueError, match="log-likelihood at iteration 2 is -inf"):
-        em.run(0.0, lambda t: t, lambda q: q + 1, lambda t: next(values))
+        toy_run(0.0, lambda t: t, lambda q: q + 1, lambda t: next(values))
     with pytest.raises(ValueError, match=r"ELBO L\(q_0, theta_1\) at iteration 1 is nan"):
         em.run(0.0, lambda t: t, lambda q: q + 1, lambda t: -1.0, elbo=lambda q, t: np.nan)
     with pytest.raises(TypeError, match="log-likelihood at iteration 0 must be a real number"):
-        em.run(0.0, lambda t: t, lambda q: q, lambda t: [1.0, 2.0])
+        toy_run(0.0, lambda t: t, lambda q: q, lambda t: [1.0, 2.0])
 
 
 # ---------------------------------------------------------------- tol = 0 and decreases
@@ -339,13 +347,13 @@ def test_run_with_tol_zero_runs_exactly_max_iter_iterations(max_iter):
 def test_run_refuses_a_log_likelihood_that_is_not_a_real_number(value, name):
     with pytest.raises(TypeError, match=f"log-likelihood at iteration 0 must be a real number, "
                                         f"got {name}"):
-        em.run(0.0, lambda t: t, lambda q: q, lambda t: value)
+        toy_run(0.0, lambda t: t, lambda q: q, lambda t: value)
 
 
 def test_run_accepts_numpy_scalars_and_one_element_arrays():
-    res = em.run(0.0, lambda t: t, lambda q: q, lambda t: np.array([-1.5]), max_iter=2)
+    res = toy_run(0.0, lambda t: t, lambda q: q, lambda t: np.array([-1.5]), max_iter=2)
     assert res.log_likelihood.tolist() == [-1.5, -1.5]
-    res = em.run(0.0, lambda t: t, lambda q: q, lambda t: np.float32(-1.5), max_iter=2)
+    res = toy_run(0.0, lambda t: t, lambda q: q, lambda t: np.float32(-1.5), max_iter=2)
     assert res.converged
 
 
@@ -354,6 +362,7 @@ def buggy_run(drops):
     values = iter(drops)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.simplefilter("ignore", em.MissingElboWarning)  # a fake model has no bound
         res = em.run(0, lambda t: t, lambda q: q + 1, lambda t: next(values),
                      max_iter=len(drops) - 1, tol=1e-3)
     return res, caught
@@ -412,6 +421,13 @@ def linkage_log_lik(t):
     return float(y1 * np.log(2 + t) + (y2 + y3) * np.log(1 - t) + y4 * np.log(t))
 
 
+def linkage_bound(x2, t):
+    """L(q, t) = ln p(V | t) - KL(q || posterior): y1 splits independently, x2 / y1 each."""
+    a, post = x2 / Y_LINKAGE[0], t[0] / (2 + t[0])
+    kl = a * np.log(a / post) + (1 - a) * np.log((1 - a) / (1 - post))
+    return linkage_log_lik(t) - Y_LINKAGE[0] * float(kl)
+
+
 def test_rate_matrix_of_a_linear_map_is_the_map():
     a = np.random.default_rng(0).normal(size=(4, 4)) * 0.3
     centre = np.array([1.0, -2.0, 0.5, 3.0])
@@ -424,7 +440,8 @@ def test_rate_matrix_of_a_linear_map_is_the_map():
 
 def test_linkage_rate_is_the_published_one_and_the_missing_information_fraction():
     res = em.run(np.array([0.5]), linkage_e_step, linkage_m_step, linkage_log_lik,
-                 tol=0, max_iter=40)
+                 elbo=linkage_bound, tol=0, max_iter=40, check=True)
+    res.check_sandwich()
     t = float(res.theta[0])
     assert t == pytest.approx(0.6268214980, abs=1e-9)  # the paper's value
     rate = em.convergence_rate(linkage_map, res.theta)
@@ -458,3 +475,236 @@ def test_rate_matrix_bad_input(kwargs, exc, match):
     args = {"em_map": linkage_map, "theta_star": [0.6268], **kwargs}
     with pytest.raises(exc, match=match):
         em.rate_matrix(args.pop("em_map"), args.pop("theta_star"), **args)
+
+
+# ---------------------------------------------------------------- no bound: one warning
+def test_run_without_elbo_warns_once_with_a_hint():
+    e_step, m_step, log_likelihood, _ = coin_functions()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = em.run(P0, e_step, m_step, log_likelihood, tol=0, max_iter=5)
+    assert res.n_iter == 5
+    assert [w.category for w in caught] == [em.MissingElboWarning]
+    assert issubclass(em.MissingElboWarning, UserWarning)
+    assert "MissingElboWarning" in em.__all__
+    message = str(caught[0].message)
+    assert "em.run got no elbo" in message
+    assert "pass elbo=lambda q, theta: L(q, theta)" in message
+    assert "emtutor.bounds.elbo(log_joint(theta), q)" in message
+    assert caught[0].filename == __file__  # points at the caller, not at em.py
+
+
+def test_run_with_elbo_does_not_warn():
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        em.run(P0, e_step, m_step, log_likelihood, elbo=elbo)
+
+
+# ---------------------------------------------------------------- m_step(q, theta_old)
+def test_m_step_with_two_parameters_receives_the_parameters_of_the_e_step():
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+    seen = []
+
+    def m_step_old(r, theta_old):
+        seen.append((r, theta_old))
+        return m_step(r)
+
+    res = em.run(P0, e_step, m_step_old, log_likelihood, elbo=elbo, tol=0, max_iter=6)
+    plain = em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, tol=0, max_iter=6)
+    assert len(seen) == 6
+    for i, (r, theta_old) in enumerate(seen):
+        assert theta_old is res.thetas[i]  # theta_{i}, the one q_i was computed from
+        np.testing.assert_array_equal(r, e_step(res.thetas[i]))
+    np.testing.assert_array_equal(res.log_likelihood, plain.log_likelihood)
+
+
+def test_generalised_em_with_theta_old_is_monotone_and_passes_the_checks():
+    """Half a step from theta_old towards the maximiser: Q still rises, EM still climbs."""
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+
+    def half_step(r, theta_old):
+        return coins.Params(0.5 * (theta_old.theta + m_step(r).theta), theta_old.weights)
+
+    res = em.run(P0, e_step, half_step, log_likelihood, elbo=elbo, check=True, tol=1e-12)
+    full = em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, tol=1e-12)
+    res.check_sandwich()
+    assert res.converged and res.n_iter > full.n_iter
+    np.testing.assert_allclose(res.theta.theta, full.theta.theta, atol=1e-5)
+
+
+def test_wants_theta_old_rule():
+    import functools
+
+    class Model:
+        def m_step(self, q):
+            return q
+
+        def m_step_old(self, q, theta_old):
+            return q
+
+    assert em.wants_theta_old(lambda q: q) is False
+    assert em.wants_theta_old(lambda q, theta_old: q) is True
+    assert em.wants_theta_old(lambda q, theta_old=None: q) is False
+    assert em.wants_theta_old(lambda q, *, extra=1: q) is False
+    assert em.wants_theta_old(lambda *args: args[0]) is False
+    assert em.wants_theta_old(Model().m_step) is False  # self is bound
+    assert em.wants_theta_old(Model().m_step_old) is True
+    assert em.wants_theta_old(functools.partial(coins.m_step, HEADS, N_TOSSES)) is False
+    assert em.wants_theta_old(abs) is False
+    with pytest.raises(TypeError, match=r"m_step must be m_step\(q\) or m_step\(q, theta_old\), "
+                       r"got one with 3 required positional parameters \(a, b, c\)"):
+        em.wants_theta_old(lambda a, b, c: a)
+    e_step, _, log_likelihood, elbo = coin_functions()
+    with pytest.raises(TypeError, match="3 required positional parameters"):
+        em.run(P0, e_step, lambda a, b, c: a, log_likelihood, elbo=elbo)
+
+
+# ---------------------------------------------------------------- check=True
+_RNG = np.random.default_rng(3)
+GMM_X = np.concatenate([_RNG.normal(-2, 0.7, (40, 2)), _RNG.normal(1.5, 1.2, (60, 2))])
+
+
+def gmm_problem():
+    from emtutor import gmm
+
+    data = GMM_X
+    theta0 = gmm.Params(np.array([0.3, 0.7]), np.array([[-1.0, 0.0], [1.0, 0.5]]),
+                        np.array([np.eye(2), 2 * np.eye(2)]))
+    return dict(
+        theta0=theta0,
+        e_step=lambda th: gmm.e_step(data, th)[0],
+        m_step=lambda q: gmm.m_step(data, q, covariance_type="full", reg_covar=0.0),
+        log_likelihood=lambda th: gmm.log_likelihood(data, th),
+        elbo=lambda q, th: bounds.elbo(gmm.log_joint(data, th), q),
+    )
+
+
+def hmm_problem():
+    from emtutor import hmm
+
+    theta0 = hmm.Params(startprob=[0.6, 0.4], transmat=[[0.8, 0.2], [0.3, 0.7]],
+                        emissionprob=[[0.5, 0.3, 0.2], [0.1, 0.3, 0.6]])
+    rolls = hmm.sample(theta0, 120, random_state=1)[0]
+
+    def model(th):
+        return th.log_startprob, th.log_transmat, hmm.log_emission(rolls, th)
+
+    return dict(
+        theta0=hmm.Params(startprob=[0.5, 0.5], transmat=[[0.6, 0.4], [0.4, 0.6]],
+                          emissionprob=[[0.4, 0.3, 0.3], [0.2, 0.3, 0.5]]),
+        e_step=lambda th: hmm.chain_posterior(*model(th)),
+        m_step=lambda q, th: hmm.m_step(rolls, q.gamma, q.xi.sum(axis=0), th),
+        log_likelihood=lambda th: hmm.score(rolls, th),
+        elbo=lambda q, th: hmm.elbo(q.gamma, q.xi, *model(th)),
+    )
+
+
+def coins_problem(estimate_weights=True):
+    e_step, m_step, log_likelihood, elbo = coin_functions(estimate_weights)
+    p0 = coins.Params(np.array([0.6, 0.5]), np.array([0.8, 0.2]))
+    return dict(theta0=p0, e_step=e_step, m_step=m_step, log_likelihood=log_likelihood,
+                elbo=elbo)
+
+
+@pytest.mark.parametrize("problem", [coins_problem, gmm_problem, hmm_problem])
+def test_check_passes_on_correct_em(problem):
+    args = problem()
+    res = em.run(args.pop("theta0"), args.pop("e_step"), args.pop("m_step"),
+                 args.pop("log_likelihood"), **args, check=True, tol=1e-10)
+    assert res.n_iter > 3
+    res.check_sandwich()
+
+
+def run_checked(problem, **changes):
+    args = problem() | changes
+    return em.run(args.pop("theta0"), args.pop("e_step"), args.pop("m_step"),
+                  args.pop("log_likelihood"), **args, check=True, max_iter=50)
+
+
+E_STEP_NOT_EXACT = (r"check at iteration 1 \(E-step\): KL\(q_0 \|\| p\(Z \| V, theta_0\)\) = "
+                    r"ln p\(V \| theta_0\) - L\(q_0, theta_0\) = \d\S* > 0 \(allowed \S+\): "
+                    r"q is not the exact posterior.*mixing weights")
+
+
+def test_check_catches_a_tempered_e_step():
+    def tempered(p):  # q proportional to p(z | v)^0.5
+        return bounds.posterior(0.5 * coins.log_joint(HEADS, N_TOSSES, p))
+
+    with pytest.raises(AssertionError, match=E_STEP_NOT_EXACT):
+        run_checked(coins_problem, e_step=tempered)
+
+
+def test_check_catches_an_e_step_that_forgets_the_mixing_weights():
+    def no_weights(p):  # the posterior of the likelihoods alone: ln w_k left out
+        return bounds.posterior(coins.log_joint(HEADS, N_TOSSES, p) - np.log(p.weights))
+
+    with pytest.raises(AssertionError, match=E_STEP_NOT_EXACT):
+        run_checked(coins_problem, e_step=no_weights)
+
+
+def test_check_catches_forgotten_mixing_weights_in_a_gaussian_mixture():
+    from emtutor import gmm
+
+    def no_weights(th):
+        return bounds.posterior(gmm.log_joint(GMM_X, th) - np.log(th.weights))
+
+    with pytest.raises(AssertionError, match=r"iteration 1 \(E-step\): KL.* = \d\S* > 0"):
+        run_checked(gmm_problem, e_step=no_weights)
+
+
+def test_check_catches_an_unnormalised_posterior():
+    def unnormalised(p):
+        return np.exp(coins.log_joint(HEADS, N_TOSSES, p))
+
+    with pytest.raises(AssertionError, match=r"check at iteration 1 \(E-step\): row \d of q sums "
+                                             r"to 0\.\d+, not 1 \(off by -0\.\d+\)"):
+        run_checked(coins_problem, e_step=unnormalised)
+
+    def negative(p):
+        return coins.e_step(HEADS, N_TOSSES, p) * np.array([1.5, -0.5])
+
+    with pytest.raises(AssertionError, match=r"iteration 1 \(E-step\): q\[0, 1\] = -0\.\d+; "
+                                             r"a posterior has finite entries >= 0"):
+        run_checked(coins_problem, e_step=negative)
+
+
+def test_check_catches_an_m_step_that_lowers_q():
+    def wrong_m_step(r):
+        good = coins.m_step(HEADS, N_TOSSES, r, estimate_weights=False)
+        return coins.Params(np.clip(1.5 * good.theta - 0.3, 0.01, 0.99), good.weights)
+
+    with pytest.raises(AssertionError, match=r"check at iteration 1 \(M-step\): Q decreased: "
+                                             r"L\(q_0, theta_1\) = -\S+ is below "
+                                             r"L\(q_0, theta_0\) = -\S+ by \d"):
+        run_checked(coins_problem, m_step=wrong_m_step)
+
+
+def test_check_catches_a_bound_above_the_log_likelihood():
+    *_, elbo = coin_functions()
+    with pytest.raises(AssertionError, match=r"iteration 1 \(E-step\): L\(q_0, theta_0\) = \S+ "
+                       r"exceeds ln p\(V \| theta_0\) = \S+ by 1, a negative"):
+        run_checked(coins_problem, elbo=lambda r, p: elbo(r, p) + 1.0)
+
+
+def test_check_needs_an_elbo_and_a_bool():
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+    with pytest.raises(ValueError, match=r"check=True needs elbo=\.\.\."):
+        em.run(P0, e_step, m_step, log_likelihood, check=True)
+    with pytest.raises(TypeError, match="check must be True or False, got str"):
+        em.run(P0, e_step, m_step, log_likelihood, elbo=elbo, check="yes")
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_check_costs_nothing_unless_asked(check):
+    """check=False evaluates the bound once per iteration, check=True twice."""
+    e_step, m_step, log_likelihood, elbo = coin_functions()
+    calls = []
+
+    def counted(r, p):
+        calls.append(p)
+        return elbo(r, p)
+
+    res = em.run(P0, e_step, m_step, log_likelihood, elbo=counted, check=check, tol=0,
+                 max_iter=7)
+    assert len(calls) == (2 if check else 1) * res.n_iter
