@@ -413,7 +413,8 @@ def _m_step(
     nk, s = _counts(X, resp)
     a, b, alpha = (1.0, 1.0, 1.0) if prior is None else prior
     alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (k,))
-    weights = (nk + alpha - 1.0) / (n + alpha.sum() - k)
+    # (alpha - 1) first: nk + alpha - 1 would round a tiny N_k to a weight of exactly 0
+    weights = (nk + (alpha - 1.0)) / (n + (alpha.sum() - k))
     weights = weights / weights.sum()
     denom = nk + (a + b - 2.0)
     empty = denom <= 0.0  # no data and a flat prior: the means are undefined

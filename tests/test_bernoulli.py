@@ -171,6 +171,7 @@ def test_m_step_keeps_a_tiny_responsibility_possible():
     resp = np.array([[1e-300, 1.0 - 1e-300], [1.0, 0.0], [0.0, 1.0]])
     p = bernoulli.m_step(X, resp)
     assert 0.0 < p.means[0, 0] < 1e-299
+    assert p.weights[0] > 0, "a tiny N_k must not round to a weight of 0"
     assert np.isfinite(bounds.elbo(bernoulli.log_joint(X, p), resp))
 
 
