@@ -552,8 +552,9 @@ def predict_proba(X: ArrayLike, params: Params) -> np.ndarray:
 def predict(X: ArrayLike, params: Params) -> np.ndarray:
     """Most probable component ``argmax_k p(z_n = k | x_n, theta)`` of each row, shape (N,).
 
-    Ties go to the lowest index (up to rounding of the log joints). Unlike :func:`predict_proba` it also answers for an image
-    that every component finds impossible (all ``-inf``): component 0.
+    Ties go to the lowest index (up to rounding of the log joints). Unlike
+    :func:`predict_proba` it also answers for an image that every component finds
+    impossible (all ``-inf``): component 0.
 
     Examples
     --------
@@ -733,17 +734,16 @@ def fit(
             cache.update(theta=theta, lj=lj, ll=ll + lp, lp=lp)
         return cache["lj"], cache["ll"]
 
-    def step_e(theta: Params) -> tuple[np.ndarray, Params]:
-        # q carries the parameters it came from, so an empty component can keep them
-        return bounds.posterior(objective(theta)[0]), theta
+    def step_e(theta: Params) -> np.ndarray:
+        return bounds.posterior(objective(theta)[0])
 
-    def step_m(q: tuple[np.ndarray, Params]) -> Params:
-        resp, old = q
-        return _m_step(X, resp, prior, old, stacklevel=4)
+    def step_m(resp: np.ndarray, theta_old: Params) -> Params:
+        # em.run passes the parameters resp came from: an empty component keeps them
+        return _m_step(X, resp, prior, theta_old, stacklevel=4)
 
-    def bound(q: tuple[np.ndarray, Params], theta: Params) -> float:
+    def bound(resp: np.ndarray, theta: Params) -> float:
         lj, _ = objective(theta)
-        return bounds.elbo(lj, q[0]) + cache["lp"]
+        return bounds.elbo(lj, resp) + cache["lp"]
 
     best = None
     for _ in range(n_init):

@@ -398,3 +398,13 @@ def test_bad_m_step_and_sample_arguments_are_refused():
         bernoulli.sample(GOOD, 0)
     with pytest.raises(ValueError, match="prior.b must be"):
         bernoulli.log_prior(GOOD, Prior(2.0, 0.0))
+
+
+def test_fit_keeps_an_empty_component_and_warns():
+    X = small_problem(seed=6, n=50)
+    init = Params(np.array([1.0, 0.0]), np.array([[0.5] * 5, [0.3] * 5]))
+    with pytest.warns(EmptyComponentWarning, match=r"component\(s\) \[1\]"):
+        res = bernoulli.fit(X, 2, init=init, max_iter=5, tol=0)
+    np.testing.assert_array_equal(res.params.means[1], init.means[1])
+    assert res.params.weights[1] == 0.0
+    res.check_sandwich()
