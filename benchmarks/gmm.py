@@ -28,8 +28,12 @@ REG_COVAR = 1e-6
 SIZES = [(200_000, 2, 3), (20_000, 10, 8)]
 
 
-def make_problem(n: int, d: int, k: int, seed: int):
-    """Data from a random K-component mixture and a start at K random data points."""
+def make_problem(n: int, d: int, k: int, seed: int, covariance_type: str = "full"):
+    """Data from a random K-component mixture and a start at K random data points.
+
+    The start's covariances are the data's covariance in the shape of ``covariance_type``:
+    the matrix ("full"), its diagonal ("diag") or the mean of that diagonal ("spherical").
+    """
     rng = np.random.default_rng(seed)
     factors = rng.normal(size=(k, d, d)) / np.sqrt(d)
     truth = gmm.Params(
@@ -38,30 +42,38 @@ def make_problem(n: int, d: int, k: int, seed: int):
         factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(d),
     )
     X, _ = gmm.sample(truth, n, random_state=rng)
+    cov = np.cov(X.T).reshape(d, d)
+    shaped = {"full": cov, "diag": np.diag(cov), "spherical": np.diag(cov).mean()}
     start = gmm.Params(
         np.full(k, 1.0 / k),
         X[rng.choice(n, size=k, replace=False)],
-        np.repeat(np.cov(X.T)[None], k, axis=0),
+        np.repeat(np.asarray(shaped[covariance_type])[None], k, axis=0),
     )
     return X, start
 
 
-def fit_emtutor(X, start):
-    # tol=0: exactly N_ITER iterations run (checked below).
-    return gmm.fit(X, len(start.weights), init=start, max_iter=N_ITER, tol=0, reg_covar=REG_COVAR)
+def fit_emtutor(X, start, max_iter: int = N_ITER):
+    # tol=0: exactly max_iter iterations run (checked below). The covariance type is that
+    # of the start's covariances.
+    return gmm.fit(X, len(start.weights), init=start, max_iter=max_iter, tol=0, reg_covar=REG_COVAR)
 
 
-def fit_sklearn(X, start):
+def fit_sklearn(X, start, max_iter: int = N_ITER):
+    covariance_type = gmm.covariance_type_of(start)
+    if covariance_type == "full":
+        precisions = np.linalg.inv(start.covariances)
+    else:
+        precisions = 1.0 / start.covariances
     model = GaussianMixture(
         n_components=len(start.weights),
-        covariance_type="full",
+        covariance_type=covariance_type,
         tol=0.0,
-        max_iter=N_ITER,
+        max_iter=max_iter,
         reg_covar=REG_COVAR,
         init_params="random_from_data",
         weights_init=start.weights,
         means_init=start.means,
-        precisions_init=np.linalg.inv(start.covariances),
+        precisions_init=precisions,
         random_state=0,
     )
     with warnings.catch_warnings():

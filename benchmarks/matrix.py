@@ -128,10 +128,17 @@ def _print_row(case: Case, row: dict[str, Any]) -> None:
 
 def all_cases() -> list[Case]:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _gmm_cases import cases as gmm_cases
-    from _hmm_cases import cases as hmm_cases
+    import importlib
 
-    return gmm_cases() + hmm_cases()
+    rows: list[Case] = []
+    for module in ("_gmm_cases", "_hmm_cases"):
+        try:
+            rows += importlib.import_module(module).cases()
+        except ModuleNotFoundError as exc:  # a case module not written yet
+            if exc.name != module:
+                raise
+            print(f"({module}.py not found: its rows are skipped)")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
