@@ -55,6 +55,7 @@ __all__ = [
     "features",
     "log_joint",
     "moments",
+    "moments_of_statistics",
     "n_features",
     "natural_parameters",
     "log_prior",
@@ -318,7 +319,17 @@ def _one_pass(T, d: int, resp, covariance_type: str, reg: float):
     ``E[x x^T] - mu mu^T`` may have lost more than :data:`ROUNDING_BUDGET` of its smallest
     eigenvalue (plus ``reg``, the floor that will be added to it).
     """
-    stats = np.inner(resp, T)  # (K, F) = resp T^T: N_k, sum_n r_nk x_n, sum_n r_nk T_quad(x_n)
+    return moments_of_statistics(np.inner(resp, T), d, covariance_type, reg)
+
+
+def moments_of_statistics(stats: np.ndarray, d: int, covariance_type: str, reg: float):
+    """``totals, means, scatter, cancels`` from expected sufficient statistics ``resp T^T``.
+
+    ``stats`` (K, F) holds ``N_k``, ``sum_n r_nk x_n`` and ``sum_n r_nk T_quad(x_n)``; it is
+    additive over points, so sums of it over chunks or blocks of data give the same
+    moments (``emtutor._dask``, ``emtutor.incremental``). ``cancels`` is as in
+    :func:`_one_pass`.
+    """
     totals = stats[:, 0].copy()
     safe = np.where(totals > EMPTY, totals, 1.0)[:, None]
     means = stats[:, 1 : 1 + d] / safe
@@ -339,7 +350,7 @@ def _one_pass(T, d: int, resp, covariance_type: str, reg: float):
         scatter = (second[:, 0] - np.einsum("kd,kd->k", means, means)) / d
         size = second[:, 0]
         smallest = scatter + reg
-    cancels = ~(_EPS * T.shape[0] * size <= ROUNDING_BUDGET * smallest)
+    cancels = ~(_EPS * stats.shape[1] * size <= ROUNDING_BUDGET * smallest)
     return totals, means, scatter, cancels
 
 
