@@ -1,11 +1,14 @@
 """Tests of the student-facing checkers in emtutor.testing: they pass on good input and
 fail on bad input with a message that says where and by how much."""
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
+from scipy.stats import binom
 
 from emtutor import bounds, coins, testing
 
@@ -344,3 +347,289 @@ def test_assert_monotone_on_fits_run_with_tol_zero():
     assert res.n_iter == 200 and not res.converged
     testing.assert_monotone(res.log_likelihood, rtol=1e-12)
     res.check_sandwich(rtol=1e-12)
+
+
+# ---------------------------------------------------------------- check_m_step
+def _coins_setup(estimate_weights=True):
+    heads, n = coins.from_strings(["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT",
+                                   "THHHTHHHTH"])
+    theta = coins.Params(np.array([0.6, 0.5]), np.array([0.7, 0.3]))
+    q = coins.e_step(heads, n, theta)
+
+    def Q(r, p):
+        return bounds.expected_complete_loglik(coins.log_joint(heads, n, p), r)
+
+    def m_step(r, theta_old):
+        return coins.m_step(heads, n, r, estimate_weights=estimate_weights,
+                            weights=theta_old.weights, theta_old=theta_old.theta)
+
+    return m_step, q, Q, theta
+
+
+def _gmm_setup(covariance_type="full", seed=0):
+    from emtutor import gmm
+
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(-2.0, 0.8, (50, 2)), rng.normal(1.5, 1.3, (70, 2))])
+    cov = {"full": np.array([np.eye(2), 2 * np.eye(2)]),
+           "diag": np.array([[1.0, 1.0], [2.0, 2.0]]), "spherical": np.array([1.0, 2.0])}
+    theta = gmm.Params(np.array([0.4, 0.6]), np.array([[-1.0, 0.0], [1.0, 0.5]]),
+                       cov[covariance_type])
+    q = gmm.e_step(X, theta)[0]
+
+    def Q(r, p):
+        return bounds.expected_complete_loglik(gmm.log_joint(X, p), r)
+
+    def m_step(r):
+        return gmm.m_step(X, r, covariance_type=covariance_type, reg_covar=0.0)
+
+    return m_step, q, Q, theta, X
+
+
+def _hmm_setup(emission):
+    from emtutor import hmm
+
+    if emission == "categorical":
+        true = hmm.Params(startprob=[0.6, 0.4], transmat=[[0.85, 0.15], [0.25, 0.75]],
+                          emissionprob=[[0.5, 0.3, 0.2], [0.1, 0.3, 0.6]])
+        theta = hmm.Params(startprob=[0.5, 0.5], transmat=[[0.7, 0.3], [0.4, 0.6]],
+                           emissionprob=[[0.4, 0.3, 0.3], [0.2, 0.3, 0.5]])
+    else:
+        cov = np.array([[0.5, 1.0], [2.0, 0.7]]) if emission == "diag" else np.array(
+            [[[1.0, 0.3], [0.3, 0.8]], [[0.6, -0.2], [-0.2, 1.5]]])
+        true = hmm.Params(startprob=[0.6, 0.4], transmat=[[0.85, 0.15], [0.25, 0.75]],
+                          means=[[0.0, 1.0], [2.0, -1.0]], covariances=cov)
+        theta = hmm.Params(startprob=[0.5, 0.5], transmat=[[0.7, 0.3], [0.4, 0.6]],
+                           means=[[0.5, 0.5], [1.5, -0.5]], covariances=cov * 1.3)
+    X = hmm.sample(true, 150, random_state=2)[0]
+
+    def model(p):
+        return p.log_startprob, p.log_transmat, hmm.log_emission(X, p)
+
+    q = hmm.chain_posterior(*model(theta))
+
+    def Q(post, p):
+        return hmm.expected_complete_loglik(post.gamma, post.xi, *model(p))
+
+    def m_step(post, theta_old):
+        return hmm.m_step(X, post.gamma, post.xi.sum(axis=0), theta_old)
+
+    return m_step, q, Q, theta
+
+
+@pytest.mark.parametrize("estimate_weights", [True, False])
+def test_check_m_step_passes_the_coins_m_step(estimate_weights):
+    m_step, q, Q, theta = _coins_setup(estimate_weights)
+    # weights held at theta_old are not estimated: declared fixed, they are not perturbed
+    fixed = None if estimate_weights else {"weights": "fixed"}
+    found = testing.check_m_step(m_step, q, Q, theta, constraints=fixed)
+    assert found.largest_gain <= 0 and found.value == pytest.approx(Q(q, found.theta))
+    # the maximiser by direct numerical optimisation of Q over the head probabilities
+    from scipy.optimize import minimize
+
+    res = minimize(lambda t: -Q(q, coins.Params(t, found.theta.weights)), theta.theta,
+                   bounds=[(1e-6, 1 - 1e-6)] * 2, method="L-BFGS-B",
+                   options={"ftol": 1e-15, "gtol": 1e-12})
+    np.testing.assert_allclose(found.theta.theta, res.x, atol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_check_m_step_passes_the_gmm_m_step(covariance_type, seed):
+    m_step, q, Q, theta, _ = _gmm_setup(covariance_type, seed)
+    found = testing.check_m_step(m_step, q, Q, theta, random_state=seed)
+    assert found.largest_gain <= 0
+
+
+@pytest.mark.parametrize("emission", ["categorical", "diag", "full"])
+def test_check_m_step_passes_the_hmm_m_step(emission):
+    m_step, q, Q, theta = _hmm_setup(emission)
+    # fewer tries for full covariances, whose emission densities are slower to evaluate
+    tries = 5 if emission == "full" else 20
+    found = testing.check_m_step(m_step, q, Q, theta, n_perturbations=tries)
+    assert found.largest_gain <= 0
+
+
+def test_check_m_step_passes_the_missing_data_m_step_with_constraints():
+    from emtutor import missing
+
+    rng = np.random.default_rng(4)
+    X = rng.multivariate_normal([1.0, -1.0, 0.5], [[2.0, 0.6, 0.2], [0.6, 1.0, -0.3],
+                                                   [0.2, -0.3, 1.5]], size=80)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    theta = (np.zeros(3), np.eye(3))
+    stats = missing.e_step(X, *theta)
+    found = testing.check_m_step(
+        missing.m_step, stats, lambda s, p: missing.expected_complete_loglik(s, *p), theta,
+        constraints={0: "real", 1: "covariance"})
+    assert found.largest_gain <= 0
+
+
+def test_check_m_step_catches_unnormalised_weights():
+    m_step, q, Q, theta = _coins_setup()
+
+    def unnormalised(r, theta_old):  # expected counts N_k, not N_k / N
+        return coins.Params(m_step(r, theta_old).theta, r.sum(axis=0))
+
+    with pytest.raises(AssertionError, match=r"^the M-step's output is not feasible: weights "
+                       r"sums to 5, not 1 \(off by 4\); weights must be normalised"):
+        testing.check_m_step(unnormalised, q, Q, theta)
+    gmm_step, q, Q, theta, X = _gmm_setup()
+
+    def unnormalised_gmm(r):
+        return gmm_step(r)._replace(weights=r.sum(axis=0))
+
+    with pytest.raises(AssertionError, match="weights sums to 120, not 1 \\(off by 119\\)"):
+        testing.check_m_step(unnormalised_gmm, q, Q, theta)
+
+
+@pytest.mark.parametrize("factor", [1.1, 1.001])
+def test_check_m_step_catches_a_mean_off_by_a_factor(factor):
+    m_step, q, Q, theta, _ = _gmm_setup()
+
+    def scaled(r):
+        p = m_step(r)
+        return p._replace(means=factor * p.means)
+
+    with pytest.raises(AssertionError, match=r"^the M-step's output does not maximise Q: moving "
+                       r"means by a feasible step of relative size \S+ raises Q\(theta \| q\) "
+                       r"from -\S+ to -\S+, by \S+ \(relative \S+, allowed 1e-10\)$"):
+        testing.check_m_step(scaled, q, Q, theta)
+
+
+def test_check_m_step_catches_an_m_step_that_ignores_the_responsibilities():
+    m_step, q, Q, theta, _ = _gmm_setup()
+
+    def uniform(r):  # every point counted equally in every component
+        return m_step(np.full_like(r, 1.0 / r.shape[1]))
+
+    with pytest.raises(AssertionError, match="does not maximise Q: moving weights by"):
+        testing.check_m_step(uniform, q, Q, theta)
+
+    def hard(r):  # hard assignments: the k-means-style step, not the maximiser of Q
+        return m_step(np.eye(r.shape[1])[np.argmax(r, axis=1)])
+
+    with pytest.raises(AssertionError, match="does not maximise Q: moving (weights|means|"
+                                             "covariances|all parameters together) by"):
+        testing.check_m_step(hard, q, Q, theta)
+    coin_step, q, Q, theta = _coins_setup()
+
+    def ignores(r, theta_old):  # the pooled head frequency for both coins
+        return coin_step(np.full_like(r, 0.5), theta_old)
+
+    with pytest.raises(AssertionError, match="(does not maximise|lowered) Q"):
+        testing.check_m_step(ignores, q, Q, theta)
+
+
+def test_check_m_step_catches_an_m_step_that_lowers_q():
+    m_step, q, Q, theta = _coins_setup()
+
+    def backwards(r, theta_old):  # away from the maximiser, past theta_old
+        new = m_step(r, theta_old)
+        return new._replace(theta=np.clip(2 * theta_old.theta - new.theta, 0.01, 0.99))
+
+    with pytest.raises(AssertionError, match=r"^the M-step lowered Q: Q\(theta_new \| q\) = "
+                       r"-\S+ is below Q\(theta \| q\) = -\S+ at the parameters q came "
+                       r"from, by \S+ \(allowed \S+\); the M-step must maximise Q$"):
+        testing.check_m_step(backwards, q, Q, theta)
+
+
+def test_check_m_step_catches_infeasible_outputs():
+    m_step, q, Q, theta = _coins_setup()
+
+    def bad(field, value):
+        return lambda r, t: m_step(r, t)._replace(**{field: value})
+
+    cases = [
+        (bad("theta", np.array([1.2, 0.4])),
+         r"theta\[0\] = 1.2 exceeds 1 by 0.2; probabilities are in \[0, 1\]"),
+        (bad("theta", np.array([0.5, -0.1])), r"theta\[1\] = -0.1 is negative, by 0.1"),
+        (bad("weights", np.array([1.1, -0.1])), r"weights\[1\] = -0.1 is negative"),
+        (bad("theta", np.array([0.5, np.nan])), r"theta\[1\] = nan, not a finite number"),
+    ]
+    for step, match in cases:
+        with pytest.raises(AssertionError, match=match):
+            testing.check_m_step(step, q, Q, theta)
+    gmm_step, q, Q, theta, _ = _gmm_setup()
+    not_pd = np.array([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]])
+    with pytest.raises(AssertionError, match=r"covariances\[1\] is not positive definite: its "
+                                             r"smallest eigenvalue is -1"):
+        testing.check_m_step(lambda r: gmm_step(r)._replace(covariances=not_pd), q, Q, theta)
+    asym = np.array([np.eye(2), [[1.0, 0.2], [0.0, 1.0]]])
+    with pytest.raises(AssertionError, match=r"covariances is not symmetric: entry \[1, 0, 1\]"):
+        testing.check_m_step(lambda r: gmm_step(r)._replace(covariances=asym), q, Q, theta)
+
+
+class StudentHMM(NamedTuple):
+    """A student's own container for HMM parameters (no validation)."""
+
+    startprob: np.ndarray
+    transmat: np.ndarray
+    emissionprob: np.ndarray
+
+
+def test_check_m_step_catches_an_hmm_transition_matrix_that_is_not_normalised():
+    from emtutor import hmm
+
+    m_step, q, Q, theta = _hmm_setup("categorical")
+
+    def raw_counts(post, theta_old):  # expected transition counts, rows not normalised
+        new = m_step(post, theta_old)
+        return StudentHMM(new.startprob, post.xi.sum(axis=0), new.emissionprob)
+
+    with pytest.raises(AssertionError, match=r"transmat sums to \S+ \(row \d\), not 1"):
+        testing.check_m_step(raw_counts, q, lambda post, p: Q(post, hmm.Params(*p)), theta)
+
+
+def test_check_m_step_bad_arguments():
+    m_step, q, Q, theta = _coins_setup()
+    cases = [
+        ({"constraints": {"weights": "unit"}}, ValueError,
+         "the feasible set of weights must be one of simplex, probability"),
+        ({"constraints": {"mixing": "simplex"}}, ValueError,
+         r"constraints names 'mixing', which is not a parameter of theta \(its parameters "
+         r"are theta, weights\)"),
+        ({"constraints": 3}, TypeError, "constraints must be None, a str or a mapping"),
+        ({"n_perturbations": 0}, ValueError, "n_perturbations"),
+        ({"rtol": -1.0}, ValueError, "rtol must be a finite number >= 0"),
+    ]
+    for kwargs, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            testing.check_m_step(m_step, q, Q, theta, **kwargs)
+    with pytest.raises(ValueError, match=r"cannot tell the feasible set of the parameter "
+                       r"theta\[0\]; give constraints=\{'theta\[0\]': ...\}"):
+        testing.check_m_step(lambda r: (0.5, 0.5), q, lambda r, p: -1.0, (0.5, 0.5))
+    with pytest.raises(TypeError, match="m_step must be callable"):
+        testing.check_m_step(None, q, Q, theta)
+    with pytest.raises(ValueError, match="expected_complete_loglik is nan at a feasible "
+                                         "perturbation of theta"):
+        testing.check_m_step(m_step, q, lambda r, p: np.nan if p is not None and
+                             not np.array_equal(p.theta, m_step(r, theta).theta) and
+                             not np.array_equal(p.theta, theta.theta) else -1.0, theta)
+    with pytest.raises(TypeError, match="expected_complete_loglik must return a real number"):
+        testing.check_m_step(m_step, q, lambda r, p: "high", theta)
+
+
+def test_check_m_step_on_arrays_tuples_and_fixed_fields():
+    """A bare array or a plain tuple works with constraints; 'fixed' leaves a field alone."""
+    heads, n = np.array([5, 9, 8, 4, 7]), 10
+    q = np.array([[0.3, 0.7], [0.8, 0.2], [0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+
+    def Q(r, t):
+        lj = binom.logpmf(heads[:, None], n, np.asarray(t)) + np.log(0.5)
+        return float(np.sum(r * lj))
+
+    def m_step(r):
+        return r.T @ heads / (n * r.sum(axis=0))
+
+    found = testing.check_m_step(m_step, q, Q, np.array([0.5, 0.5]), constraints="probability")
+    assert found.largest_gain <= 0
+    found = testing.check_m_step(lambda r: tuple(m_step(r)), q, Q, (0.5, 0.5),
+                                 constraints="probability")
+    assert isinstance(found.theta, tuple)
+    with pytest.raises(AssertionError, match=r"moving theta\[1\] by"):
+        testing.check_m_step(lambda r: (m_step(r)[0], 0.9 * m_step(r)[1]), q, Q, (0.5, 0.5),
+                             constraints="probability")
+    # the same error is invisible when that field is declared fixed
+    testing.check_m_step(lambda r: (m_step(r)[0], 0.9 * m_step(r)[1]), q, Q, (0.5, 0.5),
+                         constraints={0: "probability", 1: "fixed"})
