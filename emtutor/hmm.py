@@ -50,6 +50,7 @@ from emtutor._forward_backward import (
     _buffer,
     log_marginals,
     posterior_batch,
+    posterior_blocks,
     viterbi_batch,
     viterbi_long,
 )
@@ -554,7 +555,10 @@ def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, lo
                     return full.reshape(Eg.shape)
                 return np.concatenate([full, np.zeros((K, 1))], axis=1)[:, idx]
         group_ws = None if ws is None else ws.setdefault(group, {})
-        g, xi, lc = posterior_batch(startprob, transmat, Eg, glen, log_E, ws=group_ws)
+        found = posterior_blocks(startprob, transmat, Eg, glen, ws=group_ws)
+        if found is None:  # the scaled vectors lost entries: normalise at every step
+            found = posterior_batch(startprob, transmat, Eg, glen, log_E, ws=group_ws)
+        g, xi, lc = found
         xi_sum += xi
         log_c += float(lc.sum())
         if layout.uniform:
