@@ -69,6 +69,7 @@ from emtutor.em import EmptyComponentWarning, EMResult, run
 __all__ = [
     "EmptyComponentWarning",
     "GMMResult",
+    "OnlineGMM",
     "Params",
     "aic",
     "bic",
@@ -163,10 +164,20 @@ class GMMResult(EMResult):
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_X(X: ArrayLike, missing=None, need_covariance: bool = False) -> np.ndarray:
+def _check_X(X: ArrayLike, missing=None, need_covariance: bool = False,
+             dask: bool = False) -> np.ndarray:
     """A finite 2-D array; with ``missing="em"`` NaN entries are allowed (see
-    ``emtutor._gmm_missing``), but no inf and no row or column entirely missing."""
-    from emtutor import _gmm_missing
+    ``emtutor._gmm_missing``), but no inf and no row or column entirely missing.
+    ``dask=True``: a dask array chunked along rows is accepted (``emtutor._dask``)."""
+    from emtutor import _dask, _gmm_missing
+
+    if _dask.is_dask(X):
+        if not dask:
+            raise TypeError(
+                "X is a dask array: gmm.fit, gmm.log_likelihood and gmm.predict accept one; "
+                "for the other functions compute X (or a chunk of it) first"
+            )
+        return _dask.check_X(X, missing)
 
     if _gmm_missing.check_missing(missing):
         return _gmm_missing.check_X(X, need_covariance=need_covariance)
@@ -184,6 +195,10 @@ def _check_X(X: ArrayLike, missing=None, need_covariance: bool = False) -> np.nd
 def _make_problem(X: np.ndarray, covariance_type: str, reg_covar: float = 0.0,
                   prior: _g.Prior | None = None) -> _Problem:
     """The scaled problem; for data with NaN entries the missing-data version."""
+    from emtutor import _dask
+
+    if _dask.is_dask(X):
+        return _dask.DaskProblem(X, covariance_type, reg_covar, prior)
     if np.isnan(X).any():
         from emtutor._gmm_missing import MissingProblem
 
@@ -660,7 +675,15 @@ def log_likelihood(X: ArrayLike, params: Params, *, missing: str | None = None) 
     >>> p2 = Params([0.5, 0.5], [[0.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]])
     >>> print(round(log_likelihood(X, p2, missing="em") - norm.logpdf(0.0), 6))
     -3.512874
+
+    ``X`` may be a ``dask.array.Array`` chunked along rows: the total is then the sum over
+    the chunks, computed by dask in one pass (``missing`` must be ``None``).
     """
+    from emtutor import _dask
+
+    if _dask.is_dask(X):
+        _dask.check_X(X, missing)
+        return _dask.log_likelihood(X, params)
     problem, theta = _prepare(X, params, missing)
     return problem.log_likelihood(theta)
 
@@ -880,7 +903,14 @@ def predict(X: ArrayLike, params: Params, *, missing: str | None = None) -> np.n
     >>> p = Params([0.5, 0.5], [[0.0], [2.0]], [1.0, 1.0])
     >>> print(predict([[-1.0], [0.9], [3.0]], p))
     [0 0 1]
+
+    ``X`` may be a ``dask.array.Array`` chunked along rows: the labels are then a lazy dask
+    array of shape (N,), computed chunk by chunk.
     """
+    from emtutor import _dask
+
+    if _dask.is_dask(X):
+        return _dask.predict(X, params, missing)
     problem, theta = _prepare(X, params, missing)
     return np.argmax(problem.e_step(theta), axis=0)
 
@@ -987,6 +1017,8 @@ def fit(
     weight_concentration: float | ArrayLike | None = None,
     covariance_prior: tuple | None = None,
     missing: str | None = None,
+    method: str = "batch",
+    n_blocks: int | None = None,
 ) -> GMMResult:
     """Fit a Gaussian mixture by EM (via :func:`emtutor.em.run`) and return the full trace.
 
@@ -1045,6 +1077,23 @@ def fit(
         of missing entries, so the cost per iteration grows with the number of patterns'
         sizes, not of rows. Without NaN in ``X`` the fit is the complete-data one, exactly.
         The initialisation runs on the data with each missing entry at its column's mean.
+    method : {"batch", "incremental"}
+        "batch": every iteration is an E-step on all the data and an M-step. "incremental":
+        incremental EM (Neal and Hinton, 1998; :mod:`emtutor.incremental`); an iteration is
+        then one pass over the data in ``n_blocks`` blocks, each a partial E-step on the
+        block and an M-step, ``elbo[i]`` is ``L(q, theta)`` after pass ``i + 1`` (the
+        objective incremental EM never lowers, and the one its stopping rule watches),
+        and ``log_likelihood`` is evaluated at the end of each pass for the record.
+    n_blocks : int, optional
+        Number of contiguous blocks of rows for ``method="incremental"`` (default 10,
+        ``1 <= n_blocks <= N``; 1 is batch EM). Shuffle sorted data first.
+
+    ``X`` may be a ``dask.array.Array`` chunked along rows (known chunk sizes, one chunk
+    across the columns): each iteration then maps the E-step over the chunks and adds
+    their expected sufficient statistics (one pass per iteration), with the same centring,
+    scaling and M-step as in memory, so ``init`` given as Params gives the in-memory trace
+    (to about 1e-13 relative). "kmeans++" and "random" seed on the first chunk, and
+    ``responsibilities`` is a lazy dask array. See ``emtutor._dask``.
 
     Returns
     -------
@@ -1094,8 +1143,9 @@ def fit(
     True
     >>> res.check_sandwich()
     """
-    X = _check_X(X, missing, need_covariance=True)
+    X = _check_X(X, missing, need_covariance=True, dask=True)
     n = X.shape[0]
+    n_blocks = _check_method(method, n_blocks, n, missing, X)
     k = check_int(n_components, "n_components", low=1)
     if k > n:
         raise ValueError(f"n_components = {k} exceeds the number of data points N = {n}")
@@ -1134,7 +1184,8 @@ def fit(
     for _ in range(n_init):
         problem.iteration = 0
         theta0 = _initial_params(problem, k, init, rng)
-        trace = run(
+        trace = incremental.run(problem, theta0, n_blocks, tol=tol, max_iter=max_iter) if (
+            method == "incremental") else run(
             theta0,
             problem.e_step,
             problem.m_step,
@@ -1155,10 +1206,27 @@ def fit(
         n_iter=trace.n_iter,
         converged=trace.converged,
         decreases=trace.decreases,
-        responsibilities=np.ascontiguousarray(resp.T),
+        responsibilities=problem.responsibilities(trace.theta) if hasattr(
+            problem, "responsibilities") else np.ascontiguousarray(resp.T),
         covariance_type=covariance_type,
         log_prior=None if prior is None else np.array([problem.log_prior(t) for t in trace.thetas]),
     )
+
+
+def _check_method(method, n_blocks, n: int, missing, X) -> int | None:
+    """Validate ``method`` and ``n_blocks`` of :func:`fit`; the number of blocks or None."""
+    if method not in ("batch", "incremental"):
+        raise ValueError(f"method must be 'batch' or 'incremental', got {method!r}")
+    if method == "batch":
+        if n_blocks is not None:
+            raise ValueError("n_blocks is for method='incremental'; batch EM has no blocks")
+        return None
+    if missing is not None or not isinstance(X, np.ndarray):
+        raise ValueError(
+            "method='incremental' needs complete data in memory (a numpy array, "
+            "missing=None)"
+        )
+    return check_int(10 if n_blocks is None else n_blocks, "n_blocks", low=1, high=n)
 
 
 def _check_prior(concentration, covariance_prior, k: int, d: int, covariance_type: str):
@@ -1203,3 +1271,7 @@ def _check_prior(concentration, covariance_prior, k: int, d: int, covariance_typ
         if covariance_type == "spherical":
             scale = float(scale)
     return _g.Prior(alpha, scale, dof)
+
+
+from emtutor import incremental  # noqa: E402  (it builds on the functions above)
+from emtutor.incremental import OnlineGMM  # noqa: E402
