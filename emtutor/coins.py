@@ -517,18 +517,17 @@ def fit(
     fixed_weights = params0.weights
 
     def estep(params: Params):
-        # q carries the parameters it came from, so the M-step can keep an empty coin's value
-        return e_step(h, n, params), params
+        return e_step(h, n, params)
 
-    def mstep(q) -> Params:
-        resp, old = q
+    def mstep(resp, old: Params) -> Params:
+        # two parameters: em.run passes theta_old, so an empty coin keeps its value
         return m_step(
             h, n, resp, estimate_weights=estimate_weights, weights=fixed_weights,
             theta_old=old.theta,
         )
 
-    def bound(q, params: Params) -> float:
-        return bounds.elbo(log_joint(h, n, params), q[0])
+    def bound(resp, params: Params) -> float:
+        return bounds.elbo(log_joint(h, n, params), resp)
 
     return em.run(
         params0, estep, mstep, lambda p: log_likelihood(h, n, p), elbo=bound, tol=tol,
