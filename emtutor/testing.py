@@ -705,7 +705,10 @@ def check_m_step(
             )
         out = float(out)
         if math.isnan(out):
-            raise ValueError(f"expected_complete_loglik is nan at {where}")
+            raise ValueError(
+                f"expected_complete_loglik is nan at {where}; if a parameter has a bounded "
+                "domain, declare it in constraints (e.g. 'probability')"
+            )
         return out
 
     best = value(theta_new, "the M-step's output")

@@ -633,3 +633,63 @@ def test_check_m_step_on_arrays_tuples_and_fixed_fields():
     # the same error is invisible when that field is declared fixed
     testing.check_m_step(lambda r: (m_step(r)[0], 0.9 * m_step(r)[1]), q, Q, (0.5, 0.5),
                          constraints={0: "probability", 1: "fixed"})
+
+
+def _bernoulli_setup(prior=None):
+    from emtutor import bernoulli
+
+    rng = np.random.default_rng(5)
+    true = bernoulli.Params(np.array([0.3, 0.7]),
+                            rng.uniform(0.05, 0.95, size=(2, 12)))
+    X = bernoulli.sample(true, 200, random_state=5)[0]
+    theta = bernoulli.Params(np.array([0.5, 0.5]), rng.uniform(0.3, 0.7, size=(2, 12)))
+    q = bernoulli.e_step(X, theta)[0]
+
+    def Q(r, p):  # plus ln p(theta) for MAP: the objective its M-step maximises
+        lp = 0.0 if prior is None else bernoulli.log_prior(p, prior)
+        return bounds.expected_complete_loglik(bernoulli.log_joint(X, p), r) + lp
+
+    def m_step(r, theta_old):
+        return bernoulli.m_step(X, r, prior=prior, previous=theta_old)
+
+    return m_step, q, Q, theta
+
+
+@pytest.mark.parametrize("map_prior", [False, True])
+def test_check_m_step_passes_the_bernoulli_m_step(map_prior):
+    from emtutor import bernoulli
+
+    prior = bernoulli.Prior(a=2.0, b=2.0, concentration=2.0) if map_prior else None
+    m_step, q, Q, theta = _bernoulli_setup(prior)
+    # the pixel probabilities are in [0, 1]: "means" is not a real vector here
+    found = testing.check_m_step(m_step, q, Q, theta, constraints={"means": "probability"})
+    assert found.largest_gain <= 0
+    if map_prior:  # the maximum-likelihood step does not maximise Q + ln p(theta)
+        ml_step = _bernoulli_setup(None)[0]
+        with pytest.raises(AssertionError, match="does not maximise Q"):
+            testing.check_m_step(ml_step, q, Q, theta, constraints={"means": "probability"})
+
+
+def test_check_m_step_catches_bernoulli_mistakes():
+    m_step, q, Q, theta = _bernoulli_setup()
+    means = {"means": "probability"}
+
+    def unnormalised(r, theta_old):  # the slip that gives ln p = +1829 on binary data
+        return m_step(r, theta_old)._replace(weights=r.sum(axis=0))
+
+    with pytest.raises(AssertionError, match=r"weights sums to 200, not 1 \(off by 199\)"):
+        testing.check_m_step(unnormalised, q, Q, theta, constraints=means)
+
+    def off(r, theta_old):
+        p = m_step(r, theta_old)
+        return p._replace(means=0.98 * p.means)
+
+    with pytest.raises(AssertionError, match="does not maximise Q: moving means by"):
+        testing.check_m_step(off, q, Q, theta, constraints=means)
+
+    def overshoot(r, theta_old):
+        p = m_step(r, theta_old)
+        return p._replace(means=1.5 * p.means)
+
+    with pytest.raises(AssertionError, match=r"means\[\d, \d+\] = \S+ exceeds 1 by"):
+        testing.check_m_step(overshoot, q, Q, theta, constraints=means)
