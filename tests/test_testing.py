@@ -693,3 +693,37 @@ def test_check_m_step_catches_bernoulli_mistakes():
 
     with pytest.raises(AssertionError, match=r"means\[\d, \d+\] = \S+ exceeds 1 by"):
         testing.check_m_step(overshoot, q, Q, theta, constraints=means)
+
+
+def test_unnormalised_weights_pass_the_run_checks_but_not_check_m_step():
+    """The slip of the issue: a monotone trace, the sandwich and check=True all pass."""
+    from emtutor import em
+
+    heads, n = coins.from_strings(["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT",
+                                   "THHHTHHHTH"])
+
+    def log_joint(p):
+        # the student's own log joint: ln w_k + ln Binomial, with w taken as given
+        return coins.log_joint(heads, n, coins.Params(p.theta, p.weights / p.weights.sum())) + (
+            np.log(p.weights.sum()))
+
+    def e_step(p):
+        return bounds.posterior(log_joint(p))
+
+    def m_step(r):  # forgets to divide the expected counts by N
+        good = coins.m_step(heads, n, r)
+        return coins.Params(good.theta, r.sum(axis=0))
+
+    def Q(r, p):
+        return bounds.expected_complete_loglik(log_joint(p), r)
+
+    res = em.run(coins.Params(np.array([0.6, 0.5]), np.array([0.5, 0.5])), e_step, m_step,
+                 lambda p: bounds.log_likelihood(log_joint(p)),
+                 elbo=lambda r, p: bounds.elbo(log_joint(p), r), check=True)
+    res.check_sandwich()
+    # monotone, and "better" than the maximum likelihood of the correct model: impossible
+    best = coins.fit(heads, n, coins.Params(np.array([0.6, 0.5]), np.array([0.5, 0.5])))
+    assert res.decreases == () and res.log_likelihood[-1] > best.log_likelihood[-1] + 8
+    q = e_step(res.thetas[3])
+    with pytest.raises(AssertionError, match=r"weights sums to 5, not 1 \(off by 4\)"):
+        testing.check_m_step(m_step, q, Q, res.thetas[3])
