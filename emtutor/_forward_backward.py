@@ -83,6 +83,7 @@ marginals in log space throughout (for :func:`emtutor.hmm.kl_to_posterior`, not 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -810,6 +811,7 @@ _TINY = 1e-200  # a sum below this after _RESCALE steps may have lost entries: f
 _AGREE = 1e-9  # block boundaries from the scan and from the recursion must agree to this
 
 
+@functools.lru_cache(maxsize=256)
 def plan_blocks(n_seq: int, n_steps: int, n_states: int) -> int:
     """Block length ``L`` of :func:`posterior_blocks` (``L = n_steps``: one block).
 
@@ -840,27 +842,21 @@ def plan_blocks(n_seq: int, n_steps: int, n_states: int) -> int:
     return best
 
 
-def _scan_products(X, *, reverse: bool) -> bool:
+def _scan_products(X) -> None:
     """Running products, in place, of the (K, K) matrices ``X[n, c]`` along axis 1, by doubling.
 
-    Forward entry ``c`` becomes ``X_0 X_1 ... X_c``, reverse ``X_c ... X_{C-1}``; every
-    product is divided by the sum of its entries (only directions matter to the caller).
-    Returns False if a sum was not positive and finite.
+    Entry ``c`` becomes ``X_0 X_1 ... X_c`` divided by the sum of its entries (only
+    directions matter to the caller); ``ceil(log2 C)`` rounds (Hillis-Steele scan). A
+    product that vanishes gives NaN, which the caller detects.
     """
-    C = X.shape[1]
+    N, C, K, _ = X.shape
+    ones = np.ones(K * K)
     d = 1
     while d < C:
         Y = np.matmul(X[:, :-d], X[:, d:])
-        s = Y.sum(axis=(2, 3))
-        if not (s.min() > 0 and np.isfinite(s.max())):  # NaN fails too
-            return False
-        Y /= s[:, :, None, None]
-        if reverse:
-            X[:, :-d] = Y
-        else:
-            X[:, d:] = Y
+        Y /= (Y.reshape(N, C - d, K * K) @ ones)[:, :, None, None]
+        X[:, d:] = Y
         d *= 2
-    return True
 
 
 def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws=None):
@@ -962,18 +958,21 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
             # whose rows are alpha_0) and leaving backward vectors (suffix products before
             # a rank-one end of ones), as stacks of (K, K) matrices
             P = P.reshape(K, K, N, C).transpose(2, 3, 1, 0)  # P[n, c, i, j]
-            X = np.empty((N, C, K, K))
-            X[:, 0] = a0.T[:, None, :]
-            X[:, 1:] = P[:, :-1]
-            W = np.empty((N, C, K, K))
-            W[:, :-1] = P[:, 1:]
-            W[:, -1] = 1.0
-            if not (_scan_products(X, reverse=False) and _scan_products(W, reverse=True)):
-                return None
-            f = X[:, :, 0, :].transpose(2, 0, 1).reshape(K, B)
+            # The suffix products P_{c+1} ... P_{C-1} are transposed prefix products of the
+            # reversed, transposed sequence, so that one scan serves both directions.
+            X = np.empty((2, N, C, K, K))
+            X[0, :, 0] = a0.T[:, None, :]
+            X[0, :, 1:] = P[:, :-1]
+            X[1, :, 0] = 1.0
+            X[1, :, 1:] = P[:, :0:-1].transpose(0, 1, 3, 2)
+            _scan_products(X.reshape(2 * N, C, K, K))
+            f = X[0, :, :, 0, :].transpose(2, 0, 1).reshape(K, B)
             f = f / (np.ones(K) @ f)
-            b_end = W[:, :, :, 0].transpose(2, 0, 1).reshape(K, B)
+            # row 0 of the reversed transposed product is column 0 of the suffix product
+            b_end = X[1, :, ::-1, 0, :].transpose(2, 0, 1).reshape(K, B)
             b_end = b_end / (np.ones(K) @ b_end)
+            if not (np.isfinite(f).all() and np.isfinite(b_end).all()):
+                return None
         # phase 3: both recursions inside every block, one product per step
         BdT = np.zeros((2 * K, 2 * K))
         BdT[:K, :K] = AT
@@ -985,7 +984,8 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
         np.multiply(b_end, G[L - 1, :K], out=cur[K:])
         log_f = np.zeros(B)
         scales = None
-        half = np.kron(np.eye(2), np.ones(K))  # (2, 2K): sums of the two halves
+        half = np.zeros((2, 2 * K))  # half @ v: the sums of the two halves of v
+        half[0, :K] = half[1, K:] = 1.0
         for k in range(L):
             np.dot(BdT, cur, out=R[k])
             cur = np.multiply(R[k], G[k], out=V[k])
@@ -1058,3 +1058,52 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
                 1, 2, 3, 0)
         gamma[:, :, m + 1:] = gv[:full, :, :, -1].transpose(1, 2, 0)
     return gamma, xi, log_c
+
+
+def viterbi_scan(log_startprob, log_transmat, log_E):
+    """Most probable path of one short sequence: Viterbi scores by a max-plus scan.
+
+    The Viterbi scores obey ``delta_t = delta_{t-1} (x) S_t`` in max-plus algebra
+    (``(u (x) S)_j = max_i u_i + S_ij``) with ``S_t[i, j] = ln A_ij + ln p(x_t | j)``, so
+    they are running max-plus products of ``T`` small matrices, the first one holding
+    ``delta_0`` in every row. ``ceil(log2 T)`` rounds of doubling (Hillis-Steele scan,
+    each one vectorised over all steps) give them all; the back pointers then follow from
+    one vectorised ``argmax``, and the path from a loop of ``T`` list look-ups. About 30
+    numpy calls in all, against a few per time step for the step-by-step recursion, for
+    ``T K^3 log2 T`` additions: the path for short sequences and few states.
+
+    Parameters
+    ----------
+    log_startprob : ndarray, shape (K,)
+    log_transmat : ndarray, shape (K, K)
+    log_E : ndarray, shape (T, K)
+
+    Returns
+    -------
+    path : ndarray of int, shape (T,)
+    log_prob : float
+    """
+    T, K = log_E.shape
+    X = np.empty((K, K, T))  # X[i, j, t]: state-major, every operation runs along t
+    X[:, :, 0] = log_startprob + log_E[0]
+    np.add(log_transmat[:, :, None], log_E[1:].T[None], out=X[:, :, 1:])
+    work = np.empty((K, K, K, T))
+    d = 1
+    while d < T:
+        w = np.add(X[:, :, None, :-d], X[None, :, :, d:], out=work[..., :T - d])
+        np.max(w, axis=1, out=X[:, :, d:])
+        d *= 2
+    delta = X[0]  # (K, T)
+    state = int(np.argmax(delta[:, T - 1]))
+    log_prob = float(delta[state, T - 1])
+    path = np.empty(T, dtype=np.intp)
+    if T > 1:
+        back = (delta[:, None, :-1] + log_transmat[:, :, None]).argmax(axis=0).T.tolist()
+        out = [state] * T
+        for t in range(T - 1, 0, -1):
+            state = back[t - 1][state]
+            out[t - 1] = state
+        path[:] = out
+    else:
+        path[0] = state
+    return path, log_prob

@@ -37,6 +37,7 @@ out of range ``ValueError``, each naming the argument.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from emtutor._forward_backward import (
     posterior_blocks,
     viterbi_batch,
     viterbi_long,
+    viterbi_scan,
 )
 from emtutor._validation import (
     as_float_array,
@@ -92,6 +94,10 @@ __all__ = [
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 _EMPTY = 10 * np.finfo(float).eps  # expected visits at or below this: the data say nothing
+# One sequence of T steps takes the max-plus scan (viterbi_scan) while T K^2 log2 T is at
+# most this (about T = 4000 for K = 3); beyond, the work of the scan outgrows the numpy
+# calls it saves.
+_VITERBI_SCAN_WORK = 400_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +216,19 @@ class Params:
             _cholesky(cov)
         object.__setattr__(self, "means", _readonly(mu))
         object.__setattr__(self, "covariances", _readonly(cov))
+
+    @classmethod
+    def _trusted(cls, startprob, transmat, emissionprob=None, means=None,
+                 covariances=None) -> Params:
+        """Parameters computed by the package itself (an M-step): no checks, no copies."""
+        self = object.__new__(cls)
+        for name, value in (("startprob", startprob), ("transmat", transmat),
+                            ("emissionprob", emissionprob), ("means", means),
+                            ("covariances", covariances)):
+            if value is not None:
+                value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        return self
 
     @property
     def n_states(self) -> int:
@@ -398,11 +417,18 @@ def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray,
     else:
         chol = _cholesky(cov)
         const = -0.5 * D * _LOG_2PI - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        for k in range(K):
-            z = solve_triangular(chol[k], XT - means[k][:, None], lower=True,
-                                 check_finite=False)
+        # z = L_k^{-1} (x - mu_k) for all states at once: one (K D, D) @ (D, T) product
+        # with the inverse Cholesky factors (a D x D triangular solve per state)
+        eye = np.eye(D)
+        W = np.concatenate([solve_triangular(c, eye, lower=True, check_finite=False)
+                            for c in chol])  # (K D, D)
+        shift = np.einsum("kij,kj->ki", W.reshape(K, D, D), means).reshape(K * D, 1)
+        step = max(1, (1 << 22) // (K * D))  # about 32 MB of work array at a time
+        for lo in range(0, T, step):
+            z = W @ XT[:, lo:lo + step]
+            z -= shift
             z *= z
-            np.sum(z, axis=0, out=out[k])
+            np.sum(z.reshape(K, D, -1), axis=1, out=out[:, lo:lo + step])
     out *= -0.5
     out += const[:, None]
     return out
@@ -417,7 +443,11 @@ def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = Non
     if params.emission == "categorical":
         B = params.emissionprob
         col_max = B.max(axis=0)
-        counts = np.bincount(X, minlength=B.shape[1])
+        counts = None if ws is None else ws.get("symbol_counts")
+        if counts is None:
+            counts = np.bincount(X, minlength=B.shape[1])
+            if ws is not None:
+                ws["symbol_counts"] = counts
         seen = counts > 0
         if np.any(seen & (col_max == 0)):
             m = int(np.argmax(seen & (col_max == 0)))
@@ -684,7 +714,10 @@ def _viterbi_group(ls, lA, log_E, lengths=None):
     """Viterbi for ``N`` padded sequences (N, T, K): each time step vectorised across the
     sequences, or, for a few long sequences, the blocked max-plus scheme one at a time."""
     N, T, K = log_E.shape
-    if T > 256 and K <= 16 and N * 5 < np.sqrt(T):
+    if N == 1 and T * K * K * math.log2(T + 1) <= _VITERBI_SCAN_WORK:
+        path, log_prob = viterbi_scan(ls, lA, log_E[0])
+        paths, log_prob = path[None], np.array([log_prob])
+    elif T > 256 and K <= 16 and N * 5 < np.sqrt(T):
         paths = np.zeros((N, T), dtype=np.intp)
         log_prob = np.empty(N)
         for n in range(N):  # a loop over a few sequences, each one vectorised inside
@@ -1322,7 +1355,7 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
         M = old.emissionprob.shape[1]
         counts = np.stack([np.bincount(X, weights=gamma[k], minlength=M) for k in range(K)])
         B = np.where(keep[:, None], old.emissionprob, counts / safe[:, None])
-        return Params(startprob, transmat, emissionprob=B)
+        return Params._trusted(startprob, transmat, emissionprob=B)
     means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
     if XT is None:
         XT = np.ascontiguousarray(X.T)
@@ -1359,7 +1392,7 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
                     raise _CollapsedState(
                         k, f"smallest eigenvalue {np.min(w):.3g}, not positive definite"
                     ) from None
-    return Params(startprob, transmat, means=means, covariances=cov)
+    return Params._trusted(startprob, transmat, means=means, covariances=cov)
 
 
 def m_step(X, gamma, xi_sum, params: Params, lengths=None, *,
