@@ -54,6 +54,7 @@ __all__ = [
     "has_converged",
     "rate_matrix",
     "run",
+    "wants_theta_old",
 ]
 
 #: Relative size of a change in the log-likelihood that is treated as rounding noise.
@@ -567,7 +568,9 @@ def run(
         raises ``AssertionError`` naming the iteration, the step and the size of the
         violation. The cost is one more evaluation of ``elbo`` per iteration; with
         ``check=False`` (the default) nothing is added. That the M-step *maximises* ``Q``
-        is a different question: :func:`emtutor.testing.check_m_step` answers it.
+        over the feasible parameters is a different question, which
+        :func:`emtutor.testing.check_m_step` answers: mixing weights that are not
+        normalised, for example, raise ``L`` and ``ln p`` alike and pass these checks.
 
     Returns
     -------
