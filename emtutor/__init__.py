@@ -9,11 +9,26 @@ coins      the two-coin binomial mixture
 gmm        Gaussian mixtures
 hmm        hidden Markov models
 missing    a multivariate normal with missing entries
+bernoulli  mixtures of multivariate Bernoullis (binary images)
 testing    checkers for your own EM implementation
 plotting   the helper that displays the course's figures
 """
 
-from emtutor import bounds, coins, em, gmm, hmm, logistic, missing, plotting, testing
+from emtutor import (
+    bernoulli,
+    bounds,
+    coins,
+    em,
+    gmm,
+    hmm,
+    logistic,
+    missing,
+    plotting,
+    testing,
+)
 
-__all__ = ["bounds", "coins", "em", "gmm", "hmm", "logistic", "missing", "plotting", "testing"]
+__all__ = [
+    "bernoulli", "bounds", "coins", "em", "gmm", "hmm", "logistic", "missing", "plotting",
+    "testing",
+]
 __version__ = "0.1.0"
