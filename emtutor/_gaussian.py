@@ -40,7 +40,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import blas as _blas
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -168,21 +168,56 @@ def natural_parameters(weights, means, covariances) -> tuple[np.ndarray, np.ndar
     return np.ascontiguousarray(eta)
 
 
-def _log_density_direct(X: np.ndarray, mean, cov, chol) -> np.ndarray:
-    """``ln N(x_n | mean, cov)`` for every row of X, from the centred data (the stable path)."""
-    n, d = X.shape
-    diff = X - mean
-    if np.ndim(cov) == 2:
-        white = solve_triangular(chol, diff.T, lower=True)
-        maha = np.einsum("dn,dn->n", white, white)
-        log_det = 2.0 * np.log(np.diagonal(chol)).sum()
-    elif np.ndim(cov) == 1:
-        maha = np.einsum("nd,nd,d->n", diff, diff, 1.0 / cov)
-        log_det = np.log(cov).sum()
+#: Entries of one block of centred data in the direct evaluations (2 MiB): the data are
+#: read block by block, each block serves every component while it is in the cache.
+_BLOCK_ENTRIES = 2**18
+
+
+def _column_blocks(d: int, n: int):
+    """Slices of at most ``_BLOCK_ENTRIES / d`` columns covering ``range(n)``."""
+    size = max(1, min(n, _BLOCK_ENTRIES // max(d, 1)))
+    return [slice(a, min(n, a + size)) for a in range(0, n, size)], size
+
+
+def _direct_log_joint(Xt: np.ndarray, weights, means, covariances, ks, lj: np.ndarray) -> None:
+    """``lj[k] = ln w_k + ln N(x_n | mu_k, Sigma_k)`` for ``k`` in ``ks``, from centred data.
+
+    The stable path: ``-(|L^{-1} (x - mu)|^2 + ln|2 pi Sigma|) / 2`` with the Cholesky factor
+    ``L`` (a triangular solve, BLAS ``trsm``, in place on a block of ``x - mu``), or the
+    scaled differences for "diag" and "spherical". ``Xt`` is (D, N).
+    """
+    d, n = Xt.shape
+    ks = [int(k) for k in ks]
+    if covariances.ndim == 3:
+        chol = np.linalg.cholesky(covariances[ks])
+        factors = [np.asfortranarray(c) for c in chol]
+        log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    elif covariances.ndim == 2:
+        inv_sd = 1.0 / np.sqrt(covariances[ks])[:, :, None]
+        log_det = np.log(covariances[ks]).sum(axis=1)
     else:
-        maha = np.einsum("nd,nd->n", diff, diff) / cov
-        log_det = d * math.log(cov)
-    return -0.5 * (maha + log_det + d * _LOG_2PI)
+        inv_sd = 1.0 / np.sqrt(covariances[ks])
+        log_det = d * np.log(covariances[ks])
+    blocks, size = _column_blocks(d, n)
+    work = np.empty(d * size)
+    for cols in blocks:
+        xb = Xt[:, cols]
+        w = work[: xb.size].reshape(xb.shape)
+        for j, k in enumerate(ks):
+            np.subtract(xb, means[k][:, None], out=w)
+            if covariances.ndim == 3:  # w^T := w^T L^{-T}, i.e. w := L^{-1} w
+                white = _blas.dtrsm(
+                    1.0, factors[j], w.T, side=1, lower=1, trans_a=1, overwrite_b=1
+                ).T
+            else:
+                white = np.multiply(w, inv_sd[j], out=w)
+            np.einsum("dn,dn->n", white, white, out=lj[k, cols])
+    log_w = _log_weights(weights)
+    for j, k in enumerate(ks):
+        row = lj[k]
+        row += log_det[j] + d * _LOG_2PI
+        row *= -0.5
+        row += log_w[k]
 
 
 def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covariances):
@@ -202,11 +237,7 @@ def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covari
             error = _EPS * math.sqrt(len(t_max)) * (np.abs(eta).T @ t_max)
         unsafe = np.flatnonzero(~(error <= ROUNDING_BUDGET) & (weights > 0))
     if unsafe.size:
-        chol = cholesky(covariances) if covariances.ndim == 3 else None
-        log_w = _log_weights(weights)
-        for k in unsafe:
-            c = None if chol is None else chol[k]
-            lj[k] = log_w[k] + _log_density_direct(X, means[k], covariances[k], c)
+        _direct_log_joint(X.T, weights, means, covariances, unsafe, lj)
     return lj
 
 
@@ -374,16 +405,44 @@ def moments(T: np.ndarray | None, X: np.ndarray, resp: np.ndarray, covariance_ty
     empty = ~(totals > EMPTY)
     scatter[empty] = 0.0
     means[empty] = 0.0
-    for j in np.flatnonzero(two_pass & ~empty):
-        diff = X - means[j]
-        weighted = diff * (resp[j] / totals[j])[:, None]
-        if covariance_type == "full":
-            scatter[j] = weighted.T @ diff
-        elif covariance_type == "diag":
-            scatter[j] = np.einsum("nd,nd->d", weighted, diff)
-        else:
-            scatter[j] = np.einsum("nd,nd->", weighted, diff) / d
+    ks = np.flatnonzero(two_pass & ~empty)
+    if ks.size:
+        scatter[ks] = _two_pass_scatter(X.T, resp, totals, means, ks, covariance_type)
     return Moments(totals, means, scatter, empty)
+
+
+def _two_pass_scatter(Xt: np.ndarray, resp, totals, means, ks, covariance_type: str):
+    """``sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k`` for ``k`` in ``ks`` (diagonal, mean).
+
+    The data ``Xt`` (D, N) are read block by block; each block of differences ``x - mu_k``
+    is weighted and multiplied by its transpose (one small BLAS product per component).
+    """
+    d, n = Xt.shape
+    ks = [int(k) for k in ks]
+    acc = np.zeros({"full": (len(ks), d, d), "diag": (len(ks), d), "spherical": (len(ks),)}[
+        covariance_type
+    ])
+    blocks, size = _column_blocks(d, n)
+    work = np.empty((2, d * size))
+    for cols in blocks:
+        xb = Xt[:, cols]
+        w = work[0, : xb.size].reshape(xb.shape)
+        wr = work[1, : xb.size].reshape(xb.shape)
+        for j, k in enumerate(ks):
+            np.subtract(xb, means[k][:, None], out=w)
+            np.multiply(w, resp[k, cols], out=wr)
+            if covariance_type == "full":
+                acc[j] += wr @ w.T
+            else:
+                np.multiply(wr, w, out=wr)
+                row_sums = wr.sum(axis=1)
+                acc[j] += row_sums if covariance_type == "diag" else row_sums.sum()
+    if covariance_type == "full":
+        acc = 0.5 * (acc + acc.transpose(0, 2, 1))
+        return acc / totals[ks][:, None, None]
+    if covariance_type == "diag":
+        return acc / totals[ks][:, None]
+    return acc / (d * totals[ks])
 
 
 class Prior(NamedTuple):
