@@ -1107,3 +1107,128 @@ def viterbi_scan(log_startprob, log_transmat, log_E):
     else:
         path[0] = state
     return path, log_prob
+
+
+_BAND_MIN = 1e-100  # smallest acceptable sum of an unnormalised vector of the banded path
+_BAND_MAX = 1e250  # largest (far from overflow; large values lose no relative precision)
+
+
+def _band_index(T: int, K: int) -> np.ndarray:
+    """Flat positions in the (2K, T K) lower band storage of the transition blocks."""
+    i, j = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
+    rows = (K + j - i)[None]  # sub-diagonal K + j - i of column (t - 1) K + i
+    cols = (np.arange(T - 1)[:, None, None] * K + i[None])
+    return (rows * (T * K) + cols).ravel()
+
+
+_band_index_cached = functools.lru_cache(maxsize=32)(_band_index)
+
+
+def posterior_banded(startprob, A, E):
+    """Forward-backward of one short sequence as two triangular banded solves (LAPACK).
+
+    Stacking ``alpha_0, ..., alpha_{T-1}`` into one vector of length ``T K``, the forward
+    recursion ``alpha_t = (alpha_{t-1} A) diag(E_t) / s_t`` is the lower triangular system
+    ``(I - S) a = [alpha_0; 0; ...; 0]`` whose only non-zero blocks ``-(A diag(E_t))^T / s_t``
+    sit just below the diagonal: a band of ``2K - 1`` sub-diagonals, solved by forward
+    substitution in one LAPACK call (``dtbtrs``), which performs exactly the sequential
+    recursion, in compiled code. The backward recursion ``beta_{t-1} = A diag(E_t)
+    beta_t / s_t`` is the transposed system, the same band. Nothing is normalised during
+    the solves; the constants ``s_t``, fixed in advance, are the divisors ``c_t`` that a
+    one-step filter would give (the forward vector at ``t - 1`` replaced by ``E_{t-1}``
+    normalised), close enough to the true ones that the vectors stay within a few hundred
+    orders of magnitude of 1 for ordinary data. If a forward or backward vector's sum
+    leaves ``[_BAND_MIN, _BAND_MAX]`` (below, its small entries could have underflowed)
+    the function returns ``None`` and the caller takes the blocked path.
+
+    The work is ``O(T K^3)`` (the band), against ``O(T K^2)`` for the recursions, but in
+    about 25 numpy and LAPACK calls whatever ``T``: the path for one short sequence with
+    few states (homework sizes), where per-call overhead is the whole cost.
+
+    Parameters
+    ----------
+    startprob : ndarray, shape (K,)
+    A : ndarray, shape (K, K)
+    E : ndarray, shape (K, 1, T)
+        Emission factors of one sequence.
+
+    Returns
+    -------
+    gamma : ndarray, shape (K, 1, T)
+    xi_sum : ndarray, shape (K, K)
+    log_c : ndarray, shape (1,)
+
+    or ``None`` (see above).
+    """
+    from scipy.linalg.lapack import dtbtrs
+
+    K, _, T = E.shape
+    Et = E[:, 0].T  # (T, K)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        a0 = startprob * Et[0]
+        c0 = a0.sum()
+        if not c0 > 0:
+            return None
+        # s_t: the step's divisor c_t if the forward vector at t - 1 were E_{t-1}
+        # normalised (a one-step filter): close to c_t, so the products stay near 1
+        q = Et[:-1] @ A
+        q *= Et[1:]
+        s = q.sum(axis=1) / Et[:-1].sum(axis=1)  # (T - 1,)
+        if T > 1 and not s.min() > 0:
+            return None
+        vals = A * (Et[1:] / -s[:, None])[:, None, :]  # -A_ij E_t(j) / s_t
+        ab = np.zeros((2 * K, T * K))
+        ab[0] = 1.0
+        if T > 1:
+            ab.ravel()[_band_index_cached(T, K)] = vals.ravel()
+        rhs = np.zeros((T * K, 1))
+        rhs[:K, 0] = a0 / c0
+        alpha, info = dtbtrs(ab, rhs, uplo="L", trans="N", diag="U", overwrite_b=1)
+        rhs = np.zeros((T * K, 1))
+        rhs[-K:, 0] = 1.0
+        beta, info2 = dtbtrs(ab, rhs, uplo="L", trans="T", diag="U", overwrite_b=1)
+        if info or info2:  # pragma: no cover (unit diagonal: never singular)
+            return None
+        alpha = alpha.reshape(T, K)
+        beta = beta.reshape(T, K)
+        sums = np.concatenate([alpha.sum(axis=1), beta.sum(axis=1)])
+        if not (sums.min() > _BAND_MIN and sums.max() < _BAND_MAX):
+            return None
+        gamma = alpha * beta
+        g = gamma.sum(axis=1)
+        gamma /= g[:, None]
+        # xi_t(i, j) = alpha_{t-1}(i) A_ij E_t(j) beta_t(j) / (s_t g_t)
+        U = Et[1:] * beta[1:]
+        U /= (s * g[1:])[:, None]
+        xi = A * (alpha[:-1].T @ U)
+        log_c = np.log(c0) + np.log(alpha[-1].sum()) + np.log(s).sum()
+        if not np.isfinite(log_c):
+            return None
+    return np.ascontiguousarray(gamma.T)[:, None, :], xi, np.array([log_c])
+
+
+_BANDED_WORK = 20_000  # one sequence with T K^2 at most this takes the banded solves
+
+
+def posterior(startprob, A, E, lengths=None, log_E=None, ws=None):
+    """The E-step's choice of path by size; same arguments and results as
+    :func:`posterior_batch` (without ``pairwise``).
+
+    1. One sequence with ``2 <= T`` and ``T K^2 <= _BANDED_WORK`` (``T`` up to about 2,000
+       for ``K = 3``, 200 for ``K = 10``): :func:`posterior_banded`, two LAPACK solves.
+    2. Otherwise, or if that declines: :func:`posterior_blocks`, with the block length of
+       :func:`plan_blocks` (one block, the plain recursion, for many states or many short
+       sequences; blocks of tens to hundreds of steps for long chains with few states).
+    3. If that declines (vectors that may have lost entries to underflow):
+       :func:`posterior_batch`, normalised at every step, which itself falls back to log
+       space when the scaled vectors cannot represent the posterior.
+    """
+    K, N, T = E.shape
+    found = None
+    if N == 1 and 2 <= T and T * K * K <= _BANDED_WORK:
+        found = posterior_banded(startprob, A, E)
+    if found is None:
+        found = posterior_blocks(startprob, A, E, lengths, ws=ws)
+    if found is None:
+        found = posterior_batch(startprob, A, E, lengths, log_E, ws=ws)
+    return found

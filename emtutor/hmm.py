@@ -50,8 +50,8 @@ from emtutor._forward_backward import (
     _IMPOSSIBLE,
     _buffer,
     log_marginals,
+    posterior,
     posterior_batch,
-    posterior_blocks,
     viterbi_batch,
     viterbi_long,
     viterbi_scan,
@@ -585,10 +585,7 @@ def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, lo
                     return full.reshape(Eg.shape)
                 return np.concatenate([full, np.zeros((K, 1))], axis=1)[:, idx]
         group_ws = None if ws is None else ws.setdefault(group, {})
-        found = posterior_blocks(startprob, transmat, Eg, glen, ws=group_ws)
-        if found is None:  # the scaled vectors lost entries: normalise at every step
-            found = posterior_batch(startprob, transmat, Eg, glen, log_E, ws=group_ws)
-        g, xi, lc = found
+        g, xi, lc = posterior(startprob, transmat, Eg, glen, log_E, ws=group_ws)
         xi_sum += xi
         log_c += float(lc.sum())
         if layout.uniform:
