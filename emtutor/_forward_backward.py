@@ -978,8 +978,7 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
         BdT[:K, :K] = AT
         BdT[K:, K:] = A
         R = _buffer(ws, "R", (L, 2 * K, B))  # [A^T alpha_{t-1}; beta_{s-1}]
-        V = _buffer(ws, "V", (L, 2 * K, B))  # [alpha_t; w_{s-1}]
-        cur = np.empty((2 * K, B))
+        cur = np.empty((2 * K, B))  # [alpha_t; w_{s-1}], the next step's input
         cur[:K] = f
         np.multiply(b_end, G[L - 1, :K], out=cur[K:])
         log_f = np.zeros(B)
@@ -988,19 +987,25 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
         half[0, :K] = half[1, K:] = 1.0
         for k in range(L):
             np.dot(BdT, cur, out=R[k])
-            cur = np.multiply(R[k], G[k], out=V[k])
+            np.multiply(R[k], G[k], out=cur)
             if k % _RESCALE == _RESCALE - 1 and k < L - 1:
-                s = half @ cur
-                if not s.min() > _TINY:
+                sums = half @ cur
+                if not sums.min() > _TINY:
                     return None
-                cur.reshape(2, K, B)[...] /= s[:, None, :]
-                log_f += np.log(s[0])
+                cur.reshape(2, K, B)[...] /= sums[:, None, :]
+                log_f += np.log(sums[0])
                 if scales is None:
                     scales = np.ones((L, B))
-                scales[k] = s[0]
+                scales[k] = sums[0]
+        # everything per forward step k (time cL + k + 1), in the blocked layout:
+        # alpha_t = R[k, :K] * E_t (formed in place); beta_t = R[L - 2 - k, K:] (b_end for
+        # k = L - 1); the step started from prev = alpha[k - 1] / scales[k - 1] (f for k = 0)
+        alpha = R[:, :K]
+        alpha *= G[:, :K]
+        beta = R[L - 2::-1, K:] if L > 1 else R[:0, K:]
         if C > 1:
             # phase 2 and phase 3 must agree on every block boundary
-            fe = V[L - 1, :K].reshape(K, N, C)[:, :, :-1]
+            fe = alpha[L - 1].reshape(K, N, C)[:, :, :-1]
             fe = fe / fe.sum(axis=0)
             bs = R[L - 1, K:].reshape(K, N, C)[:, :, 1:]
             bs = bs / bs.sum(axis=0)
@@ -1008,42 +1013,47 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
             bb = b_end.reshape(K, N, C)[:, :, :-1]
             if not (np.abs(fe - fb).max() <= _AGREE and np.abs(bs - bb).max() <= _AGREE):
                 return None
-        # everything per forward step k (time cL + k + 1), in the blocked layout:
-        # alpha_t = V[k, :K]; beta_t = R[L - 2 - k, K:] (b_end for k = L - 1); the vector
-        # the step started from, prev = V[k - 1, :K] (f for k = 0); all at any scale
-        beta_b = _buffer(ws, "beta_b", (L, K, B))
-        beta_b[:L - 1] = R[L - 2::-1, K:] if L > 1 else beta_b[:0]
-        beta_b[L - 1] = b_end
-        prev = _buffer(ws, "prev_b", (L, K, B))
-        prev[0] = f
-        prev[1:] = V[:L - 1, :K]
-        gam = np.multiply(V[:, :K], beta_b, out=_buffer(ws, "gamma_b", (L, K, B)))
+        gam = _buffer(ws, "gamma_b", (L, K, B))
+        np.multiply(alpha[:L - 1], beta, out=gam[:L - 1])
+        np.multiply(alpha[L - 1], b_end, out=gam[L - 1])
         g = np.ones(K) @ gam  # (L, B)
-        # which steps are real: time cL + k + 1 below the sequence's length
-        time = (np.arange(C) * L)[None, :] + np.arange(1, L + 1)[:, None]  # (L, C)
-        limit = np.full(N, T) if lengths is None else np.asarray(lengths)
-        real = (time[:, None, :] < limit[None, :, None]).reshape(L, B)
-        if not np.all((g > _G_MIN) | ~real):
+        real = None
+        if lengths is not None or full < L:
+            # which steps are real: time cL + k + 1 below the sequence's length
+            time = (np.arange(C) * L)[None, :] + np.arange(1, L + 1)[:, None]  # (L, C)
+            limit = np.full(N, T) if lengths is None else np.asarray(lengths)
+            real = (time[:, None, :] < limit[None, :, None]).reshape(L, B)
+            if not np.all((g > _G_MIN) | ~real):
+                return None
+        elif not g.min() > _G_MIN:
             return None
         # xi_t(i, j) = prev(i) A_ij E_t(j) beta_t(j) / Z_t with
-        # Z_t = sum_j (A^T prev)_j E_t(j) beta_t(j) = g_t * (rescaling factor of step t)
-        Z = g if scales is None else g * scales
-        Z = np.where(real, Z, np.inf)
-        U = np.multiply(G[:, :K], beta_b, out=_buffer(ws, "U_b", (L, K, B)))
+        # Z_t = sum_j (A^T prev)_j E_t(j) beta_t(j) = g_t; U_t = E_t beta_t / Z_t, formed
+        # in place of the forward factors, with the rescaling of prev folded in
+        U = G[:, :K]
+        U[:L - 1] *= beta
+        U[L - 1] *= b_end
+        Z = g.copy()
+        if scales is not None:
+            Z[1:] *= scales[:-1]
+        if real is not None:
+            Z[~real] = np.inf
         U /= Z[:, None, :]
-        xi = A * np.einsum("kib,kjb->ij", prev, U)
+        xi = A * (np.einsum("kib,kjb->ij", alpha[:L - 1], U[1:]) + f @ U[0].T)
         gam /= g[:, None, :]
-        # ln p: per block, the log of the forward sum at its last real step and the
-        # rescalings up to it (each block starts from a normalised vector)
-        if lengths is None and full == L:
-            ends = np.ones(K) @ V[L - 1, :K]
+        # ln p: per block, the log of the forward sum at its last step and the rescalings
+        # before it (each block starts from a normalised vector)
+        if real is None:
+            ends = np.ones(K) @ alpha[L - 1]
             log_c = np.log(c0) + (log_f + np.log(ends)).reshape(N, C).sum(axis=1)
         else:
-            # c_t = sum(alpha_t) * scale_t / sum(prev), over each sequence's real steps
-            num = np.ones(K) @ V[:, :K]
+            # c_t = sum(alpha_t) / sum(prev), over each sequence's real steps
+            num = np.ones(K) @ alpha
+            den = np.ones((L, B))
+            den[1:] = num[:-1]
             if scales is not None:
-                num *= scales
-            ratio = np.where(real, num / (np.ones(K) @ prev), 1.0)
+                den[1:] /= scales[:-1]
+            ratio = np.where(real, num / den, 1.0)
             log_c = np.log(c0) + np.log(ratio).reshape(L, N, C).sum(axis=(0, 2))
         if not np.isfinite(log_c).all():
             return None
