@@ -25,7 +25,8 @@ PYTHON = BIN / ("python.exe" if sys.platform == "win32" else "python")
 STAMP = VENV / ".requirements.sha256"
 
 TEST_COMMAND = [
-    "-m", "pytest", "--nbval", "--nbval-sanitize-with", "book/nbval-sanitize.cfg",
+    "-m", "pytest", "-n", "2", "--dist", "loadfile",
+    "--nbval", "--nbval-sanitize-with", "book/nbval-sanitize.cfg",
     "--doctest-modules", "tests", "emtutor", "book",
     "--ignore=tests/browser", "--ignore=tests/colab",
 ]
