@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, logsumexp
 
-from emtutor import bernoulli, bounds, testing
+from emtutor import bernoulli, bounds, em, testing
 from emtutor.bernoulli import Params, Prior
 from emtutor.em import EmptyComponentWarning
 
@@ -408,3 +408,41 @@ def test_fit_keeps_an_empty_component_and_warns():
     np.testing.assert_array_equal(res.params.means[1], init.means[1])
     assert res.params.weights[1] == 0.0
     res.check_sandwich()
+
+
+@pytest.mark.parametrize("prior", [None, Prior(2.0, 3.0, 2.0)])
+def test_m_step_passes_check_m_step_and_the_core_passes_run_check(prior):
+    rng = np.random.default_rng(8)
+    X, _ = bernoulli.sample(random_params(rng, 3, 6), 200, random_state=rng)
+    theta = random_params(rng, 3, 6)
+
+    def objective(q, t):  # Q(theta | q) + ln p(theta), what the MAP M-step maximises
+        extra = 0.0 if prior is None else bernoulli.log_prior(t, prior)
+        return bounds.expected_complete_loglik(bernoulli.log_joint(X, t), q) + extra
+
+    q = bernoulli.predict_proba(X, theta)
+    found = testing.check_m_step(lambda r: bernoulli.m_step(X, r, prior=prior), q,
+                                 objective, theta, constraints={"means": "probability"})
+    assert found.largest_gain <= 0
+    # an M-step that divides S_kd by N instead of N_k, or forgets the prior, is caught
+    if prior is None:
+        def wrong(r):
+            return Params(r.mean(axis=0), r.T @ X / len(X))
+    else:
+        def wrong(r):
+            return bernoulli.m_step(X, r)
+    with pytest.raises(AssertionError, match="Q"):
+        testing.check_m_step(wrong, q, objective, theta,
+                             constraints={"means": "probability"})
+    lp = (lambda t: 0.0) if prior is None else (lambda t: bernoulli.log_prior(t, prior))
+    res = em.run(
+        theta, lambda t: bernoulli.predict_proba(X, t),
+        lambda r: bernoulli.m_step(X, r, prior=prior),
+        lambda t: bernoulli.log_likelihood(X, t) + lp(t),
+        elbo=lambda r, t: bounds.elbo(bernoulli.log_joint(X, t), r) + lp(t),
+        tol=0, max_iter=30, check=True,
+    )
+    fit = bernoulli.fit(X, 3, init=theta, tol=0, max_iter=30,
+                        **({} if prior is None else {"beta_prior": (2.0, 3.0),
+                                                     "weight_concentration": 2.0}))
+    np.testing.assert_allclose(fit.log_likelihood, res.log_likelihood, rtol=1e-12)
