@@ -36,6 +36,7 @@ recomputed in two passes, ``sum_n r_n (x_n - mu)(x_n - mu)^T / N_k``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -46,12 +47,15 @@ __all__ = [
     "COVARIANCE_TYPES",
     "EMPTY",
     "FEATURE_LIMIT",
+    "STORED_FEATURES",
     "Moments",
     "Prior",
     "ROUNDING_BUDGET",
     "cholesky",
     "covariance_type_of",
     "expected_complete_loglik",
+    "feature_blocks",
+    "feature_maxima",
     "features",
     "log_joint",
     "moments",
@@ -76,6 +80,15 @@ EMPTY = 10.0 * _EPS
 #: 256 MiB); larger problems (many dimensions with full covariances) use the direct path.
 FEATURE_LIMIT = 2**25
 
+#: Most features per point that :mod:`emtutor.gmm` stores as a matrix. With more, "diag"
+#: and "spherical" compute them block by block in every step (``blocked=True``), and
+#: "full" covariances (``D >= 7``) work on the centred data; the matrix would then take more
+#: memory than the data and the responsibilities together.
+STORED_FEATURES = 32
+
+#: Covariance types whose features are computed block by block when they are not stored.
+BLOCKED_TYPES = ("diag", "spherical")
+
 #: Largest estimated rounding error (absolute, in nats) accepted in one log density computed
 #: from the natural parameters, and largest relative error accepted in a one-pass scatter.
 ROUNDING_BUDGET = 1e-10
@@ -95,21 +108,57 @@ def n_features(d: int, covariance_type: str) -> int:
     return 2 + d
 
 
-def features(X: np.ndarray, covariance_type: str) -> np.ndarray:
-    """The (F, N) matrix of sufficient statistics ``(1, x, quadratic terms)`` of the rows of X."""
+@functools.lru_cache(maxsize=32)
+def _triu(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``numpy.triu_indices(d)`` and the factors 1/2 (diagonal) or 1 (off it), read-only."""
+    iu, ju = np.triu_indices(d)
+    half = np.where(iu == ju, 0.5, 1.0)
+    for a in (iu, ju, half):
+        a.flags.writeable = False
+    return iu, ju, half
+
+
+def features(X: np.ndarray, covariance_type: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The (F, N) matrix of sufficient statistics ``(1, x, quadratic terms)`` of the rows of X.
+
+    Written into ``out`` (shape (F, N)) when given.
+    """
     n, d = X.shape
     Xt = X.T
-    T = np.empty((n_features(d, covariance_type), n))
+    T = np.empty((n_features(d, covariance_type), n)) if out is None else out
     T[0] = 1.0
     T[1 : 1 + d] = Xt
     if covariance_type == "full":
-        iu, ju = np.triu_indices(d)
+        iu, ju, _ = _triu(d)
         np.multiply(Xt[iu], Xt[ju], out=T[1 + d :])
     elif covariance_type == "diag":
         np.square(Xt, out=T[1 + d :])
     else:
         T[1 + d] = np.einsum("dn,dn->n", Xt, Xt)
     return T
+
+
+def feature_blocks(X: np.ndarray, covariance_type: str):
+    """Yield ``(cols, T_b)``: :func:`features` of the rows ``cols`` of X, block after block.
+
+    Every block is written into the same buffer of about :data:`_FEATURE_BLOCK_ENTRIES`
+    entries, so the feature matrix is never stored whole; a block is valid until the next.
+    """
+    n, d = X.shape
+    f = n_features(d, covariance_type)
+    blocks, size = _column_blocks(f, n, min(_BLOCK_ENTRIES, _FEATURE_BLOCK_ENTRIES))
+    buf = np.empty(f * size)
+    for cols in blocks:
+        Tb = buf[: f * (cols.stop - cols.start)].reshape(f, -1)
+        yield cols, features(X[cols], covariance_type, out=Tb)
+
+
+def feature_maxima(X: np.ndarray, covariance_type: str) -> np.ndarray:
+    """``max_n |T_f(x_n)|`` for every feature, from the blocks of :func:`feature_blocks`."""
+    t_max = np.zeros(n_features(X.shape[1], covariance_type))
+    for _, Tb in feature_blocks(X, covariance_type):
+        np.maximum(t_max, np.abs(Tb).max(axis=1), out=t_max)
+    return t_max
 
 
 def cholesky(covariances: np.ndarray) -> np.ndarray:
@@ -147,8 +196,8 @@ def natural_parameters(weights, means, covariances) -> tuple[np.ndarray, np.ndar
         prec = np.einsum("kji,kjl->kil", inv, inv)
         white_mean = np.einsum("kij,kj->ki", inv, means)  # L^{-1} mu
         linear = np.einsum("kji,kj->ki", inv, white_mean)  # Lam mu
-        iu, ju = np.triu_indices(d)
-        quadratic = -prec[:, iu, ju] * np.where(iu == ju, 0.5, 1.0)
+        iu, ju, half = _triu(d)
+        quadratic = -prec[:, iu, ju] * half
         log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         mahalanobis_mean = np.einsum("ki,ki->k", white_mean, white_mean)
     elif covariances.ndim == 2:
@@ -173,9 +222,17 @@ def natural_parameters(weights, means, covariances) -> tuple[np.ndarray, np.ndar
 _BLOCK_ENTRIES = 2**18
 
 
-def _column_blocks(d: int, n: int):
-    """Slices of at most ``_BLOCK_ENTRIES / d`` columns covering ``range(n)``."""
-    size = max(1, min(n, _BLOCK_ENTRIES // max(d, 1)))
+#: Entries of one block of :func:`feature_blocks` (512 KiB).
+_FEATURE_BLOCK_ENTRIES = 2**16
+
+
+def _column_blocks(d: int, n: int, entries: int | None = None):
+    """Slices of at most ``entries / d`` columns covering ``range(n)``.
+
+    ``entries`` defaults to :data:`_BLOCK_ENTRIES`.
+    """
+    entries = _BLOCK_ENTRIES if entries is None else entries
+    size = max(1, min(n, entries // max(d, 1)))
     return [slice(a, min(n, a + size)) for a in range(0, n, size)], size
 
 
@@ -220,19 +277,30 @@ def _direct_log_joint(Xt: np.ndarray, weights, means, covariances, ks, lj: np.nd
         row += log_w[k]
 
 
-def log_joint(T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covariances):
+def log_joint(
+    T: np.ndarray | None, X: np.ndarray, t_max, weights, means, covariances, *,
+    blocked: bool = False,
+):
     """The (K, N) array ``ln w_k + ln N(x_n | mu_k, Sigma_k)``.
 
     ``T`` is :func:`features` of ``X`` and ``t_max`` its row-wise ``max_n |T_f(x_n)|``.
     Components whose estimated rounding error in ``eta^T T`` exceeds :data:`ROUNDING_BUDGET`
-    are recomputed directly from their Cholesky factor; without ``T`` (``None``) all are.
+    are recomputed directly from their Cholesky factor; without ``T`` (``None``) all are,
+    unless ``blocked``: then the features are computed block by block
+    (:func:`feature_blocks`) and ``t_max`` must be given.
     """
-    if T is None:
+    if T is None and not blocked:
         lj = np.full((len(weights), X.shape[0]), -np.inf)
         unsafe = np.flatnonzero(weights > 0)
     else:
         eta = natural_parameters(weights, means, covariances)
-        lj = eta.T @ T
+        if T is not None:
+            lj = eta.T @ T
+        else:
+            lj = np.empty((len(weights), X.shape[0]))
+            eta_t = np.ascontiguousarray(eta.T)
+            for cols, Tb in feature_blocks(X, covariance_type_of(covariances)):
+                lj[:, cols] = eta_t @ Tb
         with np.errstate(invalid="ignore"):  # inf * 0 for a component of weight 0
             error = _EPS * math.sqrt(len(t_max)) * (np.abs(eta).T @ t_max)
         unsafe = np.flatnonzero(~(error <= ROUNDING_BUDGET) & (weights > 0))
@@ -366,7 +434,7 @@ def moments_of_statistics(stats: np.ndarray, d: int, covariance_type: str, reg: 
     means = stats[:, 1 : 1 + d] / safe
     second = stats[:, 1 + d :] / safe  # E_k[quadratic features]
     if covariance_type == "full":
-        iu, ju = np.triu_indices(d)
+        iu, ju, _ = _triu(d)
         square = np.zeros((len(totals), d, d))
         square[:, iu, ju] = second
         square[:, ju, iu] = second
@@ -385,17 +453,26 @@ def moments_of_statistics(stats: np.ndarray, d: int, covariance_type: str, reg: 
     return totals, means, scatter, cancels
 
 
-def moments(T: np.ndarray | None, X: np.ndarray, resp: np.ndarray, covariance_type: str, reg):
+def moments(
+    T: np.ndarray | None, X: np.ndarray, resp: np.ndarray, covariance_type: str, reg, *,
+    blocked: bool = False,
+):
     """M-step statistics: :class:`Moments` of the (K, N) responsibilities ``resp``.
 
     With the feature matrix ``T`` they come from the expected sufficient statistics
     ``resp T^T`` (one product); a scatter that this one-pass formula would get wrong by more
     than :data:`ROUNDING_BUDGET` (relative to ``scatter + reg``) is recomputed in two passes,
     ``sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k``. Without ``T`` every scatter is computed
-    in two passes.
+    in two passes, unless ``blocked``: then ``resp T^T`` is summed over the blocks of
+    :func:`feature_blocks`.
     """
     k, d = len(resp), X.shape[1]
-    if T is None:
+    if T is None and blocked:
+        stats = 0.0
+        for cols, Tb in feature_blocks(X, covariance_type):
+            stats = stats + np.inner(resp[:, cols], Tb)
+        totals, means, scatter, two_pass = moments_of_statistics(stats, d, covariance_type, reg)
+    elif T is None:
         totals = resp.sum(axis=1)
         means = resp @ X / np.where(totals > EMPTY, totals, 1.0)[:, None]
         scatter = np.zeros({"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[covariance_type])

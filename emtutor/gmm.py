@@ -349,6 +349,8 @@ class _Problem:
     ``e_step(theta)``, and ``m_step`` keeps the moments that ``elbo`` needs.
     """
 
+    blocked = False  # True: the features are computed block by block in every step
+
     def __init__(
         self, X: np.ndarray, covariance_type: str, reg_covar: float = 0.0,
         prior: _g.Prior | None = None,
@@ -365,9 +367,13 @@ class _Problem:
         self.scale = math.ldexp(1.0, math.frexp(spread)[1]) if spread > 0 else 1.0
         Xt /= self.scale
         self.X = Xt.T  # (N, D) view of the centred, scaled data
-        if n * _g.n_features(d, covariance_type) <= _g.FEATURE_LIMIT:
+        f = _g.n_features(d, covariance_type)
+        if n * f <= _g.FEATURE_LIMIT and f <= _g.STORED_FEATURES:
             self.T = _g.features(self.X, covariance_type)
             self.t_max = np.abs(self.T).max(axis=1)
+        elif covariance_type in _g.BLOCKED_TYPES:
+            self.T, self.blocked = None, True
+            self.t_max = _g.feature_maxima(self.X, covariance_type)
         else:  # too many features to store: every step works on the centred data directly
             self.T = self.t_max = None
         self.reg = reg_covar / self.scale**2
@@ -391,7 +397,7 @@ class _Problem:
 
     def log_joint(self, theta: Params) -> np.ndarray:
         """(K, N) log joint in the original units."""
-        lj = _g.log_joint(self.T, self.X, self.t_max, *theta)
+        lj = _g.log_joint(self.T, self.X, self.t_max, *theta, blocked=self.blocked)
         lj -= self.X.shape[1] * self.log_scale
         return lj
 
@@ -403,7 +409,7 @@ class _Problem:
 
     def log_likelihood(self, theta: Params) -> float:
         """``ln p(X | theta)``, plus ``ln p(theta)`` with priors: the objective EM climbs."""
-        lj = _g.log_joint(self.T, self.X, self.t_max, *theta)
+        lj = _g.log_joint(self.T, self.X, self.t_max, *theta, blocked=self.blocked)
         resp, ll = _g.posterior(lj)
         ll += self.shift + self.log_prior(theta)
         self._post = (theta, resp, ll)
@@ -415,7 +421,9 @@ class _Problem:
         return self._post[1]
 
     def moments(self, resp: np.ndarray) -> _g.Moments:
-        return _g.moments(self.T, self.X, resp, self.covariance_type, self.reg)
+        return _g.moments(
+            self.T, self.X, resp, self.covariance_type, self.reg, blocked=self.blocked
+        )
 
     def check_covariances(self, p: Params, when: str) -> None:
         _check_positive_definite(
@@ -1196,6 +1204,7 @@ def fit(
         )
         if best is None or trace.log_likelihood[-1] > best[0].log_likelihood[-1]:
             best = (trace, problem.e_step(trace.theta))
+        problem._moments = None  # frees the previous responsibilities before the copy below
     trace, resp = best
     thetas = [problem.to_original(t) for t in trace.thetas]
     return GMMResult(

@@ -220,8 +220,11 @@ def test_direct_path_for_a_narrow_component_far_out():
 
 
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_direct_path_without_feature_matrix_agrees(covariance_type, monkeypatch):
-    # Problems too large for the feature matrix take the direct path everywhere.
+@pytest.mark.parametrize("path", ["direct", "blocked"])
+def test_direct_path_without_feature_matrix_agrees(covariance_type, path, monkeypatch):
+    # Problems too large for the feature matrix take the direct path everywhere ("full"),
+    # or compute the features block by block ("diag", "spherical"); blocks of 64 entries
+    # make both read the 200 points in many blocks.
     X = clusters(14, n=200, d=3, k=3, spread=2.0)
     p0 = start(X, 3, covariance_type)
     kwargs = {"init": p0, "max_iter": 15, "tol": FORCE}
@@ -229,9 +232,14 @@ def test_direct_path_without_feature_matrix_agrees(covariance_type, monkeypatch)
     fast = gmm.fit(X, 3, **kwargs)
     fast_m = gmm.m_step(X, resp, covariance_type=covariance_type)
     monkeypatch.setattr(_gaussian, "FEATURE_LIMIT", 0)
+    monkeypatch.setattr(_gaussian, "_BLOCK_ENTRIES", 64)
+    if path == "direct":
+        monkeypatch.setattr(_gaussian, "BLOCKED_TYPES", ())
     direct = gmm.fit(X, 3, **kwargs)
     direct_m = gmm.m_step(X, resp, covariance_type=covariance_type)
-    assert gmm._Problem(X, covariance_type).T is None  # the limit really applied
+    problem = gmm._Problem(X, covariance_type)
+    assert problem.T is None  # the limit really applied
+    assert problem.blocked == (path == "blocked" and covariance_type != "full")
     np.testing.assert_allclose(direct.log_likelihood, fast.log_likelihood, rtol=1e-12)
     np.testing.assert_allclose(direct.elbo, fast.elbo, rtol=1e-12)
     np.testing.assert_allclose(direct.params.covariances, fast.params.covariances, rtol=1e-10)
