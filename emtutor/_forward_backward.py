@@ -1,5 +1,33 @@
 """Private numerics of :mod:`emtutor.hmm`: scaled forward-backward and Viterbi recursions.
 
+Which path runs when
+--------------------
+Every path computes the same posterior (to rounding; the tests force each one on small
+problems and compare it with brute-force enumeration, a log-space reference and
+hmmlearn). :func:`posterior` (the E-step of :func:`emtutor.hmm.fit`, ``score``,
+``predict_proba`` and ``forward_backward``) picks by size, per group of sequences of
+similar length:
+
+* **one sequence, ``T K^2 <= 20,000``** (``T`` up to about 2,000 for ``K = 3``, 200 for
+  ``K = 10``: homework sizes): :func:`posterior_banded`, the forward and the backward
+  recursion as two triangular banded linear systems, each solved by one LAPACK call
+  (about 25 numpy calls in all, whatever ``T``);
+* **otherwise**: :func:`posterior_blocks` with the block length of :func:`plan_blocks`.
+  Long chains with few states (``K = 3``, ``T = 10^5 .. 10^6``) get blocks of a few
+  hundred steps (the prefix products below); many states (``K = 50``) or many short
+  sequences get a single block: the plain recursion, one product per time step for
+  both directions at once (vectorised across the sequences);
+* **fallbacks**: if a path's unnormalised vectors leave their safe range (or its block
+  boundaries disagree), :func:`posterior_batch` (normalised at every step) takes over,
+  and if even its scaled vectors cannot represent the posterior, :func:`_posterior_log`
+  (log space).
+
+Viterbi (:func:`emtutor.hmm.viterbi`, ``predict``): one sequence with
+``T K^2 log2 T <= 400,000`` (``T`` up to about 4,000 for ``K = 3``) takes
+:func:`viterbi_scan` (a max-plus scan, about 30 numpy calls); a few long sequences with
+``K <= 16`` :func:`viterbi_long` (the blocked scheme in max-plus algebra); anything else
+:func:`viterbi_batch` (one step at a time, vectorised across the sequences).
+
 Layout and scaling
 ------------------
 Arrays are *state-major*: the state index comes first, ``E[k, n, t]`` for sequence ``n`` at
@@ -56,7 +84,15 @@ All quantities are non-negative, so regrouping the products changes only roundin
 ``1e-15`` relative). Phase 1 does ``K`` times the flops of a plain pass, which pays for small
 ``K`` and long sequences; for large ``K``, or for many short sequences (where vectorising
 each time step across sequences already removes the overhead), the plain recursion
-(``C = 1``: phase 3 only) is used. :func:`_plan` makes that choice with a rough cost model.
+(``C = 1``: phase 3 only) is used. :func:`plan_blocks` makes that choice with a rough cost
+model (:func:`_plan` for the per-step normalised fallback :func:`posterior_batch`).
+
+:func:`posterior_blocks` (the E-step) and :func:`posterior_batch` (its fallback) differ in
+bookkeeping, not in the scheme: the former runs the forward and the backward recursion in
+one matrix product per step (``[[A^T, 0], [0, A]]`` applied to the stacked vectors),
+normalises only every 32 steps and checks that the boundaries of phase 2 agree with the
+recursion of phase 3; the latter normalises after every step and keeps per-row scales in
+phase 2, which makes it robust to the extreme cases described below.
 
 Several sequences are padded to a common length with emission factors equal to 1 *after*
 their end. Padding at the end leaves every forward variable of the real steps untouched, and
@@ -87,6 +123,7 @@ import functools
 import math
 
 import numpy as np
+from scipy.linalg.lapack import dtbtrs as _dtbtrs
 from scipy.special import logsumexp
 
 _SMALL = 1e-250  # below this a re-weighted sum is recomputed in log space
@@ -765,27 +802,38 @@ def viterbi_long(log_startprob, log_transmat, log_E, block: int | None = None):
     D[np.arange(K), np.arange(K)] = 0.0
     for l in range(L):
         D = (D[:, :, None, :] + lA4).max(axis=1) + G[l][None]
-    # phase 2: scores entering every block
-    starts = np.empty((K, C))
-    for c in range(C):
-        starts[:, c] = delta
-        delta = (delta[:, None] + D[:, :, c]).max(axis=0)
+    # phase 2: scores entering every block, as running max-plus products of the blocks'
+    # transfer matrices after a first matrix holding delta in every row (doubling)
+    X = np.empty((K, K, C))
+    X[:, :, 0] = delta
+    X[:, :, 1:] = D[:, :, :-1]
+    work = np.empty((K, K, K, C))
+    d = 1
+    while d < C:
+        w = np.add(X[:, :, None, :-d], X[None, :, :, d:], out=work[..., :C - d])
+        np.max(w, axis=1, out=X[:, :, d:])
+        d *= 2
+    starts = X[0]  # (K, C)
+    del X, work
     # phase 3: Viterbi inside all blocks, back pointers bp[l, j, c]
     bp = np.empty((L, K, C), dtype=np.intp)
     d = starts
     lA3 = lA[:, :, None]
+    cand = np.empty((K, K, C))
     for l in range(L):
-        cand = d[:, None, :] + lA3  # cand[i, j, c]
-        bp[l] = cand.argmax(axis=0)
-        d = np.take_along_axis(cand, bp[l][None], axis=0)[0] + G[l]
+        np.add(d[:, None, :], lA3, out=cand)  # cand[i, j, c]
+        cand.argmax(axis=0, out=bp[l])
+        d = cand.max(axis=0)
+        d += G[l]
     end = int(np.argmax(d[:, C - 1]))
     log_prob = float(d[end, C - 1])
     # backtrack inside every block for every end state at once
     states = np.empty((L, K, C), dtype=np.intp)
     s = np.repeat(np.arange(K)[:, None], C, axis=1)  # s[e, c]: state, given block end state e
+    column = np.arange(C)
     for l in range(L - 1, -1, -1):
         states[l] = s
-        s = np.take_along_axis(bp[l], s, axis=0)
+        s = bp[l].ravel().take(s * C + column)
     # chain the blocks: block c's start state is block c-1's end state
     ends = np.empty(C, dtype=np.intp)
     ends[C - 1] = end
@@ -1123,37 +1171,51 @@ _BAND_MIN = 1e-100  # smallest acceptable sum of an unnormalised vector of the b
 _BAND_MAX = 1e250  # largest (far from overflow; large values lose no relative precision)
 
 
-def _band_index(T: int, K: int) -> np.ndarray:
-    """Flat positions in the (2K, T K) lower band storage of the transition blocks."""
+@functools.lru_cache(maxsize=32)
+def _band_layout(T: int, K: int):
+    """Band storage of the two triangular systems of :func:`posterior_banded`, side by side.
+
+    Returns the (2K, 2 T K) band array with its diagonal set to 1 and every other entry 0,
+    and the flat positions where the values ``-A_ij E_t(j) / s_t`` go (``t = 1 .. T - 1``,
+    then ``i``, ``j``): first in the forward system, column ``(t - 1) K + i`` and
+    sub-diagonal ``K + j - i``; then in the backward system with its unknowns in reversed
+    order (which makes it lower triangular too), column ``2 T K - 1 - t K - j``, the same
+    sub-diagonal. The caller copies the array before filling it.
+    """
+    n = T * K
     i, j = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
-    rows = (K + j - i)[None]  # sub-diagonal K + j - i of column (t - 1) K + i
-    cols = (np.arange(T - 1)[:, None, None] * K + i[None])
-    return (rows * (T * K) + cols).ravel()
-
-
-_band_index_cached = functools.lru_cache(maxsize=32)(_band_index)
+    t = np.arange(1, T)[:, None, None]
+    rows = (K + j - i)[None]
+    fwd = rows * (2 * n) + (t - 1) * K + i[None]
+    bwd = rows * (2 * n) + 2 * n - 1 - t * K - j[None]
+    ab = np.zeros((2 * K, 2 * n))
+    ab[0] = 1.0
+    ab.setflags(write=False)
+    return ab, np.concatenate([fwd.ravel(), bwd.ravel()])
 
 
 def posterior_banded(startprob, A, E):
-    """Forward-backward of one short sequence as two triangular banded solves (LAPACK).
+    """Forward-backward of one short sequence as triangular banded solves (one LAPACK call).
 
     Stacking ``alpha_0, ..., alpha_{T-1}`` into one vector of length ``T K``, the forward
     recursion ``alpha_t = (alpha_{t-1} A) diag(E_t) / s_t`` is the lower triangular system
-    ``(I - S) a = [alpha_0; 0; ...; 0]`` whose only non-zero blocks ``-(A diag(E_t))^T / s_t``
-    sit just below the diagonal: a band of ``2K - 1`` sub-diagonals, solved by forward
-    substitution in one LAPACK call (``dtbtrs``), which performs exactly the sequential
-    recursion, in compiled code. The backward recursion ``beta_{t-1} = A diag(E_t)
-    beta_t / s_t`` is the transposed system, the same band. Nothing is normalised during
-    the solves; the constants ``s_t``, fixed in advance, are the divisors ``c_t`` that a
-    one-step filter would give (the forward vector at ``t - 1`` replaced by ``E_{t-1}``
-    normalised), close enough to the true ones that the vectors stay within a few hundred
-    orders of magnitude of 1 for ordinary data. If a forward or backward vector's sum
-    leaves ``[_BAND_MIN, _BAND_MAX]`` (below, its small entries could have underflowed)
-    the function returns ``None`` and the caller takes the blocked path.
+    ``(I - S) a = [alpha_0; 0; ...; 0]`` whose only non-zero blocks
+    ``-(A diag(E_t))^T / s_t`` sit just below the diagonal: a band of ``2K - 1``
+    sub-diagonals, solved by forward substitution (LAPACK ``dtbtrs``), which performs
+    exactly the sequential recursion, in compiled code. The backward recursion
+    ``beta_{t-1} = A diag(E_t) beta_t / s_t`` is the transposed system; with its unknowns
+    in reversed order it is lower triangular as well, and the two systems, side by side in
+    one band, are solved in the same call. Nothing is normalised during the solve; the
+    constants ``s_t``, fixed in advance, are the divisors ``c_t`` that a one-step filter
+    would give (the forward vector at ``t - 1`` replaced by ``E_{t-1}`` normalised),
+    close enough to the true ones that the vectors stay within a few hundred orders of
+    magnitude of 1 for ordinary data. If a forward or backward vector's sum leaves
+    ``[_BAND_MIN, _BAND_MAX]`` (below, its small entries could have underflowed) the
+    function returns ``None`` and the caller takes the blocked path.
 
     The work is ``O(T K^3)`` (the band), against ``O(T K^2)`` for the recursions, but in
-    about 25 numpy and LAPACK calls whatever ``T``: the path for one short sequence with
-    few states (homework sizes), where per-call overhead is the whole cost.
+    about 30 numpy calls and one LAPACK call whatever ``T``: the path for one short
+    sequence with few states (homework sizes), where per-call overhead is the whole cost.
 
     Parameters
     ----------
@@ -1170,50 +1232,48 @@ def posterior_banded(startprob, A, E):
 
     or ``None`` (see above).
     """
-    from scipy.linalg.lapack import dtbtrs
-
     K, _, T = E.shape
+    if T < 2:
+        return None
+    n = T * K
+    ones = np.ones(K)
     Et = E[:, 0].T  # (T, K)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        a0 = startprob * Et[0]
-        c0 = a0.sum()
-        if not c0 > 0:
-            return None
-        # s_t: the step's divisor c_t if the forward vector at t - 1 were E_{t-1}
-        # normalised (a one-step filter): close to c_t, so the products stay near 1
-        q = Et[:-1] @ A
-        q *= Et[1:]
-        s = q.sum(axis=1) / Et[:-1].sum(axis=1)  # (T - 1,)
-        if T > 1 and not s.min() > 0:
-            return None
-        vals = A * (Et[1:] / -s[:, None])[:, None, :]  # -A_ij E_t(j) / s_t
-        ab = np.zeros((2 * K, T * K))
-        ab[0] = 1.0
-        if T > 1:
-            ab.ravel()[_band_index_cached(T, K)] = vals.ravel()
-        rhs = np.zeros((T * K, 1))
-        rhs[:K, 0] = a0 / c0
-        alpha, info = dtbtrs(ab, rhs, uplo="L", trans="N", diag="U", overwrite_b=1)
-        rhs = np.zeros((T * K, 1))
-        rhs[-K:, 0] = 1.0
-        beta, info2 = dtbtrs(ab, rhs, uplo="L", trans="T", diag="U", overwrite_b=1)
-        if info or info2:  # pragma: no cover (unit diagonal: never singular)
-            return None
-        alpha = alpha.reshape(T, K)
-        beta = beta.reshape(T, K)
-        sums = np.concatenate([alpha.sum(axis=1), beta.sum(axis=1)])
-        if not (sums.min() > _BAND_MIN and sums.max() < _BAND_MAX):
-            return None
-        gamma = alpha * beta
-        g = gamma.sum(axis=1)
-        gamma /= g[:, None]
-        # xi_t(i, j) = alpha_{t-1}(i) A_ij E_t(j) beta_t(j) / (s_t g_t)
-        U = Et[1:] * beta[1:]
-        U /= (s * g[1:])[:, None]
-        xi = A * (alpha[:-1].T @ U)
-        log_c = np.log(c0) + np.log(alpha[-1].sum()) + np.log(s).sum()
-        if not np.isfinite(log_c):
-            return None
+    a0 = startprob * Et[0]
+    c0 = float(a0 @ ones)
+    # s_t: the step's divisor c_t if the forward vector at t - 1 were E_{t-1} normalised
+    q = Et[:-1] @ A
+    q *= Et[1:]
+    s = q @ ones
+    s /= Et[:-1] @ ones
+    if not (c0 > 0 and s.min() > 0):
+        return None
+    vals = Et[1:] / s[:, None]
+    vals = A * vals[:, None, :]
+    vals *= -1.0
+    empty, where = _band_layout(T, K)
+    ab = empty.copy()
+    flat = vals.ravel()
+    ab.ravel()[where] = np.concatenate([flat, flat])
+    rhs = np.zeros((2 * n, 1))
+    rhs[:K, 0] = a0 / c0
+    rhs[n:n + K, 0] = 1.0
+    x, info = _dtbtrs(ab, rhs, uplo="L", trans="N", diag="U", overwrite_b=1)
+    alpha = x[:n].reshape(T, K)
+    beta = x[n:][::-1].reshape(T, K)
+    sa = alpha @ ones
+    sb = beta @ ones
+    lo, hi = min(sa.min(), sb.min()), max(sa.max(), sb.max())
+    if info or not (lo > _BAND_MIN and hi < _BAND_MAX):  # NaN fails too
+        return None
+    gamma = alpha * beta
+    g = gamma @ ones
+    gamma /= g[:, None]
+    # xi_t(i, j) = alpha_{t-1}(i) A_ij E_t(j) beta_t(j) / (s_t g_t)
+    U = Et[1:] * beta[1:]
+    s *= g[1:]
+    U /= s[:, None]
+    xi = A * (alpha[:-1].T @ U)
+    log_c = math.log(c0) + math.log(sa[-1]) + float(np.log(s / g[1:]).sum())
     return np.ascontiguousarray(gamma.T)[:, None, :], xi, np.array([log_c])
 
 

@@ -14,9 +14,15 @@ rows sum to 1) and an emission distribution per state, either
 * :func:`log_emission` gives the ``(T, K)`` array ``ln p(x_t | z_t = k)``;
 * :func:`forward_backward` is the E-step: posterior marginals ``gamma``, expected transition
   counts ``xi_sum`` and ``ln p(V | theta)``, exact for sequences of any length (scaled
-  recursions; see ``emtutor._forward_backward`` for the blocked scheme that makes them fast);
+  recursions). The algorithm is chosen by size (``emtutor._forward_backward`` says which
+  runs when): two banded triangular solves for one short sequence (homework sizes), a
+  blocked scheme of prefix products for long chains with few states, the plain
+  recursion (one product per time step, both directions at once) for many states or
+  many short sequences, and per-step normalised and log-space fallbacks for the extreme
+  cases;
 * :func:`m_step` is the closed-form M-step from those expected counts;
-* :func:`viterbi` gives the most probable path;
+* :func:`viterbi` gives the most probable path (a max-plus scan for one short sequence,
+  the blocked max-plus scheme for long ones, one step at a time across many sequences);
 * :func:`chain_posterior`, :func:`posterior_entropy`, :func:`expected_complete_loglik`,
   :func:`elbo`, :func:`kl_to_posterior` and :func:`decompose` write the course's identities
   ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))`` (equation :eq:`eq-elbo-kl`) and
@@ -527,6 +533,7 @@ class _Layout:
     """
 
     def __init__(self, lengths: np.ndarray):
+        self.cache: dict = {}  # arrays that depend only on the data, kept for a whole fit
         self.lengths = lengths
         self.n_obs = int(lengths.sum())
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
@@ -1350,7 +1357,12 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
     safe = np.where(keep, 1.0, nk)
     if old.emission == "categorical":
         M = old.emissionprob.shape[1]
-        counts = np.stack([np.bincount(X, weights=gamma[k], minlength=M) for k in range(K)])
+        # counts[k, m] = sum of gamma[k, t] over the steps with x_t = m: one bincount over
+        # the pairs (k, x_t), whose flat codes k M + x_t are kept for the whole fit
+        codes = layout.cache.get("codes")
+        if codes is None or codes.shape[0] != K * X.size:
+            codes = layout.cache["codes"] = (np.arange(K)[:, None] * M + X).ravel()
+        counts = np.bincount(codes, weights=gamma.ravel(), minlength=K * M).reshape(K, M)
         B = np.where(keep[:, None], old.emissionprob, counts / safe[:, None])
         return Params._trusted(startprob, transmat, emissionprob=B)
     means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
