@@ -70,7 +70,9 @@ class MissingProblem(_Problem):
     def __init__(self, X: np.ndarray, covariance_type: str, reg_covar: float = 0.0,
                  prior: _g.Prior | None = None):
         observed = ~np.isnan(X)
-        filled = np.where(observed, X, np.nanmean(X, axis=0))
+        counts = observed.sum(axis=0)
+        column_means = np.where(observed, X, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        filled = np.where(observed, X, column_means)  # a column never observed: at 0
         super().__init__(filled, covariance_type, reg_covar, prior)
         scaled = (X - self.centre) / self.scale  # NaN stays NaN
         self.patterns = _missing._Patterns(scaled)

@@ -102,7 +102,11 @@ class MissingResult(EMResult):
 
 
 def _check_X(X: ArrayLike, *, need_covariance: bool = True) -> np.ndarray:
-    """A 2-D float array with NaN for missing entries; no inf, no empty row or column."""
+    """A 2-D float array with NaN for missing entries; no inf and no empty row.
+
+    For fitting (``need_covariance``) every column needs at least two observed entries;
+    evaluating at given parameters accepts a column with none (a single new row, say).
+    """
     arr = as_float_array(X, "X", ndim=2, allow_nan=True, allow_inf=True)
     if np.isinf(arr).any():
         i, j = (int(v) for v in np.argwhere(np.isinf(arr))[0])
@@ -117,11 +121,13 @@ def _check_X(X: ArrayLike, *, need_covariance: bool = True) -> np.ndarray:
             f"row {int(empty_rows[0])} of X has every entry missing ({empty_rows.size} such "
             "row(s)); it carries no information: drop it"
         )
+    if not need_covariance:  # evaluation at given parameters: any column may be unobserved
+        return arr
     counts = observed.sum(axis=0)
     if (counts == 0).any():
         j = int(np.argmax(counts == 0))
         raise ValueError(f"column {j} of X has every entry missing; drop the column")
-    if need_covariance and (counts < 2).any():
+    if (counts < 2).any():
         j = int(np.argmax(counts < 2))
         raise ValueError(
             f"column {j} of X has only {int(counts[j])} observed entry; a variance needs at "

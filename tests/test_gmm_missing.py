@@ -247,3 +247,12 @@ def test_row_order_does_not_matter():
     a = gmm.predict_proba(Xm, p, missing="em")
     b = gmm.predict_proba(Xm[perm], p, missing="em")
     np.testing.assert_allclose(a[perm], b, atol=1e-13)
+
+
+def test_one_new_row_with_a_missing_entry():
+    X, _ = _data(seed=8)
+    p = gmm.fit(X, 2, random_state=0).params
+    row = np.array([[np.nan, 1.5]])
+    want = _oracle_log_joint(row, p)
+    assert rel_err(gmm.log_likelihood(row, p, missing="em"), logsumexp(want)) < 1e-12
+    assert gmm.predict(row, p, missing="em")[0] == np.argmax(want)

@@ -203,3 +203,18 @@ def test_bad_parameters_and_options():
         missing.fit(X, init=np.zeros(2))
     with pytest.raises(TypeError, match="stats must be the Stats"):
         missing.m_step((1, 2))
+
+
+def test_one_row_with_a_missing_entry_can_be_evaluated():
+    """At given parameters a column may be unobserved: one new row with a NaN."""
+    from scipy.stats import norm
+
+    mean, cov = np.array([1.0, -1.0]), np.array([[2.0, 0.6], [0.6, 1.0]])
+    row = [[np.nan, 0.5]]
+    assert missing.observed_log_likelihood(row, mean, cov) == pytest.approx(
+        norm(-1.0, 1.0).logpdf(0.5), rel=1e-12
+    )
+    stats = missing.e_step(row, mean, cov)
+    assert stats.expected[0, 0] == pytest.approx(1.0 + 0.6 * 1.5, rel=1e-12)
+    with pytest.raises(ValueError, match="column 0 of X has every entry missing"):
+        missing.fit(row + [[np.nan, 1.0]])
