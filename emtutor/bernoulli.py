@@ -486,6 +486,14 @@ def m_step(
         If ``X`` is not binary, ``resp`` is not (N, K) with rows summing to 1, the prior is
         out of range, or a component is empty and no ``previous`` is given.
 
+    Notes
+    -----
+    Nothing is clipped: ``mu_kd`` is exactly 0 when ``S_kd + a - 1 = 0`` and exactly 1
+    when no expected image of the component has pixel ``d`` off (and ``b = 1``). Only
+    where the quotient *rounds* to 0 or 1 although the exact value is inside (0, 1) (a
+    responsibility of 1e-300, say) is the nearest float inside used, so that an image
+    with positive responsibility never becomes impossible under its component.
+
     Examples
     --------
     >>> X = [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
