@@ -415,8 +415,9 @@ def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray,
     out = _buffer(ws, "log_emission", (K, T))
     if cov.ndim == 2:
         const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
+        z = _buffer(ws, "z", (D, T))
         for k in range(K):
-            z = XT - means[k][:, None]
+            np.subtract(XT, means[k][:, None], out=z)
             z /= np.sqrt(cov[k])[:, None]
             z *= z
             np.sum(z, axis=0, out=out[k])
@@ -468,18 +469,23 @@ def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = Non
     if XT is None:
         XT = np.ascontiguousarray(X.T)
     logE = _gaussian_log_emission(XT, params.means, params.covariances, ws)
-    return (*_factors_from_log(logE, ws), lambda: logE)
+    # the factors overwrite the log emissions; the log-space fallback recomputes them
+    E, shift = _factors_from_log(logE, ws, in_place=ws is not None)
+    if E is logE:
+        return E, shift, lambda: _gaussian_log_emission(XT, params.means, params.covariances)
+    return E, shift, lambda: logE
 
 
-def _factors_from_log(logE: np.ndarray, ws: dict | None = None):
-    """Emission factors and total shift from a state-major (K, T) log emission array."""
+def _factors_from_log(logE: np.ndarray, ws: dict | None = None, in_place: bool = False):
+    """Emission factors and total shift from a state-major (K, T) log emission array
+    (written over ``logE`` itself if ``in_place``)."""
     m = logE.max(axis=0)
     if np.any(np.isneginf(m)):
         t = int(np.argmax(np.isneginf(m)))
         raise ValueError(
             f"log_emission row {t} is -inf for every state: observation {t} is impossible"
         )
-    E = np.subtract(logE, m, out=_buffer(ws, "E", logE.shape))
+    E = np.subtract(logE, m, out=logE if in_place else _buffer(ws, "E", logE.shape))
     np.exp(E, out=E)
     return E, float(m.sum())
 
