@@ -366,16 +366,18 @@ def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
     """
     k, n = lj.shape
     c = _reference(lj)
-    m = lj.max(axis=0)
+    gap = lj.max(axis=0)
     with np.errstate(invalid="ignore"):
-        far = ~(m - lj[c] <= _REFERENCE_GAP)  # also NaN: lj_cn = -inf
-    far_idx = np.flatnonzero(far)
+        np.subtract(gap, lj[c], out=gap)  # m_n - lj_cn
+        far_idx = np.flatnonzero(~(gap <= _REFERENCE_GAP))  # also NaN: lj_cn = -inf
     if far_idx.size:  # exact softmax of these points from their own maximum
-        far_lj = lj[:, far_idx] - m[far_idx]
+        far_lj = lj[:, far_idx]
+        far_m = far_lj.max(axis=0)
+        far_lj -= far_m
         np.exp(far_lj, out=far_lj)
         far_s = far_lj.sum(axis=0)
         far_lj /= far_s
-        far_ll = float(m[far_idx].sum() + np.log(far_s).sum())
+        far_ll = float(far_m.sum() + np.log(far_s).sum())
         lj[:, far_idx] = 0.0  # harmless values for the reference pass below
     shift = lj[c].copy()
     others = [rows for rows in (slice(0, c), slice(c + 1, k)) if rows.start < rows.stop]
@@ -384,7 +386,10 @@ def posterior(lj: np.ndarray) -> tuple[np.ndarray, float]:
         np.exp(lj[rows], out=lj[rows])
     lj[c] = 1.0
     s = lj.sum(axis=0)
-    lj /= s
+    inv = np.divide(1.0, s, out=gap)  # r_cn = 1 / s_n, the others e_kn / s_n
+    for rows in others:
+        lj[rows] *= inv
+    lj[c] = inv
     if far_idx.size:
         lj[:, far_idx] = far_lj
         shift[far_idx] = 0.0
