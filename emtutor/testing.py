@@ -553,11 +553,24 @@ def _perturb(kind: str, x: np.ndarray, t: float, rng: np.random.Generator) -> np
     if kind == "real":
         scale = np.abs(x) + max(float(np.mean(np.abs(x))), 1e-300) + (not np.any(x))
         return x + t * scale * rng.standard_normal(x.shape)
+    # Distributions and probabilities move either towards a random point of the set, or
+    # (half of the time) in log-odds, which also moves them away from its centre: an
+    # M-step shrunk towards 1/2 is caught as well as one pushed away from it.
     if kind == "simplex":
-        target = rng.dirichlet(np.ones(x.shape[-1]), size=x.shape[:-1])
-        return (1 - t) * x + t * target
+        if rng.random() < 0.5:
+            target = rng.dirichlet(np.ones(x.shape[-1]), size=x.shape[:-1])
+            return (1 - t) * x + t * target
+        with np.errstate(divide="ignore"):
+            logits = np.log(x) + t * rng.standard_normal(x.shape)
+        out = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return out / out.sum(axis=-1, keepdims=True)
     if kind == "probability":
-        return (1 - t) * x + t * rng.random(x.shape)
+        if rng.random() < 0.5:
+            return (1 - t) * x + t * rng.random(x.shape)
+        inside = (x > 0) & (x < 1)
+        safe = np.where(inside, x, 0.5)
+        moved = 1.0 / (1.0 + (1.0 / safe - 1.0) * np.exp(-t * rng.standard_normal(x.shape)))
+        return np.where(inside, moved, x)
     if kind == "positive":
         return x * np.exp(t * rng.standard_normal(x.shape))
     # covariance: A S A^T with A = I + t G is symmetric positive definite for A non-singular
@@ -589,8 +602,8 @@ def check_m_step(
     3. it **maximises Q**: no random feasible perturbation raises ``Q``. Each parameter is
        moved on its own, then all together, ``n_perturbations`` times at each of the
        relative step sizes ``0.3``, ``1e-2`` and ``1e-4``, staying inside its feasible set:
-       a mixture ``(1 - t) w + t u`` with a random ``u`` of the set (distributions,
-       probabilities), ``s e^{t g}`` (positive), ``A S A^T`` with ``A = I + t G``
+       a mixture ``(1 - t) w + t u`` with a random ``u`` of the set or, half of the time,
+       a step ``t g`` in log-odds (distributions, probabilities), ``s e^{t g}`` (positive), ``A S A^T`` with ``A = I + t G``
        (covariances), ``mu + t (|mu| + c) g`` (real). Large steps find gross errors, small
        ones errors of a fraction of a percent.
 

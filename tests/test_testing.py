@@ -695,6 +695,18 @@ def test_check_m_step_catches_bernoulli_mistakes():
         testing.check_m_step(overshoot, q, Q, theta, constraints=means)
 
 
+def test_check_m_step_catches_probabilities_shrunk_towards_one_half():
+    """A smoothed (Beta(3, 3)) M-step checked against the plain-likelihood Q: its pixel
+    probabilities sit nearer 1/2 than the maximiser's, a move that perturbations towards
+    random points of [0, 1] (which pull towards 1/2 on average) could not reveal."""
+    from emtutor import bernoulli
+
+    _, q, Q, theta = _bernoulli_setup(None)
+    smoothed = _bernoulli_setup(bernoulli.Prior(a=3.0, b=3.0, concentration=1.0))[0]
+    with pytest.raises(AssertionError, match="does not maximise Q: moving means by"):
+        testing.check_m_step(smoothed, q, Q, theta, constraints={"means": "probability"})
+
+
 def test_unnormalised_weights_pass_the_run_checks_but_not_check_m_step():
     """The slip of the issue: a monotone trace, the sandwich and check=True all pass."""
     from emtutor import em
