@@ -70,8 +70,8 @@ def cases() -> list[Case]:
         _case("full", 200_000, 2, 3, 20, 3, goal=10.0, quick=True),
         _case("diag", 200_000, 2, 3, 20, 3, goal=10.0),
         _case("spherical", 200_000, 2, 3, 20, 3, goal=10.0, quick=True),
-        _case("full", 1_000_000, 2, 3, 5, 3),
-        _case("full", 50_000, 5, 50, 10, 3),
-        _case("diag", 100_000, 50, 10, 10, 3),
-        _case("full", 100_000, 50, 10, 3, 2, note="no feature matrix (2^25 entries)"),
+        _case("full", 1_000_000, 2, 3, 4, 3),
+        _case("full", 50_000, 5, 50, 5, 3),
+        _case("diag", 100_000, 50, 10, 5, 3, note="features computed block by block"),
+        _case("full", 100_000, 50, 10, 2, 2, note="centred data, no feature matrix"),
     ]
