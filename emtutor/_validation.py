@@ -356,6 +356,30 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
+def check_concentration(value, name: str, k: int) -> np.ndarray:
+    """A Dirichlet concentration for K weights: a number or shape (K,), every entry >= 1.
+
+    Returns the (K,) array. Below 1 the prior's mode, hence the MAP weights, leave the
+    simplex.
+
+    >>> check_concentration(2, "alpha", 3)
+    array([2., 2., 2.])
+    """
+    if np.ndim(value) == 0:
+        alpha = np.full(k, check_real(value, name))
+    else:
+        alpha = as_float_array(value, name, ndim=1)
+    if alpha.shape != (k,):
+        raise ValueError(f"{name} must be a number or have shape ({k},), got {alpha.shape}")
+    if (alpha < 1).any():
+        j = int(np.argmax(alpha < 1))
+        raise ValueError(
+            f"{name} must be >= 1 (below 1 the prior's mode leaves the simplex), "
+            f"got {alpha[j]:g} at index {j}"
+        )
+    return alpha
+
+
 def check_random_state(random_state) -> np.random.Generator:
     """Return a ``numpy.random.Generator`` for ``None``, a seed ``>= 0`` or a Generator.
 

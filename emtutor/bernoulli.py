@@ -47,6 +47,7 @@ from scipy.special import betaln, gammaln, logsumexp, xlog1py, xlogy
 from emtutor import bounds
 from emtutor._validation import (
     as_float_array,
+    check_concentration,
     check_distribution,
     check_int,
     check_max_iter,
@@ -261,21 +262,7 @@ def _check_prior(prior, k: int) -> Prior:
         raise TypeError(f"prior must be a bernoulli.Prior or None, got {type(prior).__name__}")
     a = check_real(prior.a, "prior.a", low=1.0)
     b = check_real(prior.b, "prior.b", low=1.0)
-    alpha = prior.concentration
-    if np.ndim(alpha) == 0:
-        alpha = check_real(alpha, "prior.concentration", low=1.0)
-    else:
-        alpha = as_float_array(alpha, "prior.concentration", ndim=1)
-        if alpha.shape != (k,):
-            raise ValueError(
-                f"prior.concentration must be a number or have shape ({k},), got {alpha.shape}"
-            )
-        if (alpha < 1).any():
-            j = int(np.argmax(alpha < 1))
-            raise ValueError(
-                "prior.concentration must be >= 1 (below 1 the MAP weights can leave the "
-                f"simplex), got {alpha[j]:g} at index {j}"
-            )
+    alpha = check_concentration(prior.concentration, "prior.concentration", k)
     return Prior(a, b, alpha)
 
 
