@@ -54,6 +54,7 @@ __all__ = [
     "cholesky",
     "covariance_type_of",
     "expected_complete_loglik",
+    "factors",
     "feature_blocks",
     "feature_maxima",
     "features",
@@ -172,6 +173,32 @@ def cholesky(covariances: np.ndarray) -> np.ndarray:
     return np.sqrt(covariances)
 
 
+#: The factors of the last few (K, D, D) covariance arrays: id -> (copy, L, L^{-1}).
+_FACTORS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def factors(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cholesky factors ``L`` and their inverses ``L^{-1}`` of (K, D, D) covariances.
+
+    An EM iteration needs them for the same parameters several times (positive
+    definiteness after the M-step, the E-step, the bound), so the last four results are
+    kept, looked up by the array's identity and checked against a copy of its values.
+    Raises ``numpy.linalg.LinAlgError`` for a covariance that is not positive definite.
+    """
+    key = id(covariances)
+    hit = _FACTORS.get(key)
+    if hit is not None and hit[0].shape == covariances.shape and np.array_equal(
+        hit[0], covariances
+    ):
+        return hit[1], hit[2]
+    chol = np.linalg.cholesky(covariances)
+    inv = _inverse_factors(chol)
+    if len(_FACTORS) >= 4:
+        _FACTORS.pop(next(iter(_FACTORS)))
+    _FACTORS[key] = (covariances.copy(), chol, inv)
+    return chol, inv
+
+
 def _inverse_factors(chol: np.ndarray) -> np.ndarray:
     """``L^{-1}`` for each lower-triangular factor ``L`` of shape (K, D, D), in one batched call.
 
@@ -191,8 +218,7 @@ def natural_parameters(weights, means, covariances) -> tuple[np.ndarray, np.ndar
     k, d = means.shape
     log_w = _log_weights(weights)
     if covariances.ndim == 3:
-        chol = cholesky(covariances)
-        inv = _inverse_factors(chol)  # L^{-1}, with Lam = L^{-T} L^{-1}
+        chol, inv = factors(covariances)  # L^{-1}, with Lam = L^{-T} L^{-1}
         prec = np.einsum("kji,kjl->kil", inv, inv)
         white_mean = np.einsum("kij,kj->ki", inv, means)  # L^{-1} mu
         linear = np.einsum("kji,kj->ki", inv, white_mean)  # Lam mu
@@ -258,8 +284,8 @@ def _direct_log_joint(Xt: np.ndarray, weights, means, covariances, ks, lj: np.nd
     d, n = Xt.shape
     ks = [int(k) for k in ks]
     if covariances.ndim == 3:
-        chol = np.linalg.cholesky(covariances[ks])
-        factors = [np.asfortranarray(c) for c in chol]
+        chol = factors(covariances)[0][ks]
+        fortran = [np.asfortranarray(c) for c in chol]
         log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
     elif covariances.ndim == 2:
         inv_sd = 1.0 / np.sqrt(covariances[ks])[:, :, None]
@@ -276,7 +302,7 @@ def _direct_log_joint(Xt: np.ndarray, weights, means, covariances, ks, lj: np.nd
             np.subtract(xb, means[k][:, None], out=w)
             if covariances.ndim == 3:  # w^T := w^T L^{-T}, i.e. w := L^{-1} w
                 white = _blas.dtrsm(
-                    1.0, factors[j], w.T, side=1, lower=1, trans_a=1, overwrite_b=1
+                    1.0, fortran[j], w.T, side=1, lower=1, trans_a=1, overwrite_b=1
                 ).T
             else:
                 white = np.multiply(w, inv_sd[j], out=w)
@@ -644,8 +670,7 @@ def expected_complete_loglik(weights, means, covariances, m: Moments) -> float:
     d = means.shape[1]
     offset = m.means - means
     if covariances.ndim == 3:
-        chol = cholesky(covariances)
-        inv = _inverse_factors(chol)
+        chol, inv = factors(covariances)
         trace = np.einsum("kij,kjl,kil->k", inv, m.scatter, inv)
         white = np.einsum("kij,kj->ki", inv, offset)
         maha = np.einsum("ki,ki->k", white, white)

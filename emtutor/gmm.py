@@ -227,6 +227,17 @@ def _check_positive_definite(covariances: np.ndarray, what: str, hint: str = "")
     """
     if covariances.ndim == 3:
         d = covariances.shape[-1]
+        # First from the Cholesky factors that the E-step needs anyway: lambda_min >=
+        # 1 / |L^{-1}|_F^2 and lambda_max <= trace, so this sufficient test (with a margin
+        # of 2^10 for the rounding of L^{-1}) accepts only what the eigenvalues would.
+        try:
+            inv = _g.factors(covariances)[1]
+            lower = 1.0 / np.einsum("kij,kij->k", inv, inv)
+            trace = np.trace(covariances, axis1=1, axis2=2)
+            if np.all(lower > 1024.0 * d * _EPS * trace):
+                return
+        except np.linalg.LinAlgError:
+            pass
         eig = np.linalg.eigvalsh(covariances)
         bad = np.flatnonzero(~(eig[:, 0] > d * _EPS * np.abs(eig[:, -1])))
         if bad.size:
