@@ -57,6 +57,7 @@ from scipy.special import logsumexp
 from emtutor import _gaussian as _g
 from emtutor._validation import (
     as_float_array,
+    check_concentration,
     check_distribution,
     check_int,
     check_max_iter,
@@ -1107,13 +1108,6 @@ def fit(
         Number of contiguous blocks of rows for ``method="incremental"`` (default 10,
         ``1 <= n_blocks <= N``; 1 is batch EM). Shuffle sorted data first.
 
-    ``X`` may be a ``dask.array.Array`` chunked along rows (known chunk sizes, one chunk
-    across the columns): each iteration then maps the E-step over the chunks and adds
-    their expected sufficient statistics (one pass per iteration), with the same centring,
-    scaling and M-step as in memory, so ``init`` given as Params gives the in-memory trace
-    (to about 1e-13 relative). "kmeans++" and "random" seed on the first chunk, and
-    ``responsibilities`` is a lazy dask array. See ``emtutor._dask``.
-
     Returns
     -------
     GMMResult
@@ -1145,6 +1139,13 @@ def fit(
     E-step at ``theta_i`` (see :func:`emtutor.gmm.e_step`), and the ELBO comes from the
     expected sufficient statistics of the M-step, via ``L(q_i, theta) = ln p(X | theta_i) +
     Q(theta, theta_i) - Q(theta_i, theta_i)``.
+
+    ``X`` may be a ``dask.array.Array`` chunked along rows (known chunk sizes, one chunk
+    across the columns): each iteration then maps the E-step over the chunks and adds
+    their expected sufficient statistics (one pass per iteration), with the same centring,
+    scaling and M-step as in memory, so ``init`` given as Params gives the in-memory trace
+    (to about 1e-13 relative). "kmeans++" and "random" seed on the first chunk, and
+    ``responsibilities`` is a lazy dask array. See ``emtutor._dask``.
 
     Examples
     --------
@@ -1255,19 +1256,7 @@ def _check_prior(concentration, covariance_prior, k: int, d: int, covariance_typ
         return None
     alpha = None
     if concentration is not None:
-        if np.ndim(concentration) == 0:
-            concentration = np.full(k, check_real(concentration, "weight_concentration"))
-        alpha = as_float_array(concentration, "weight_concentration", ndim=1)
-        if alpha.shape != (k,):
-            raise ValueError(
-                f"weight_concentration must be a number or have shape ({k},), got {alpha.shape}"
-            )
-        if (alpha < 1).any():
-            j = int(np.argmax(alpha < 1))
-            raise ValueError(
-                "weight_concentration must be >= 1 (below 1 the prior's mode leaves the "
-                f"simplex), got {alpha[j]:g} at index {j}"
-            )
+        alpha = check_concentration(concentration, "weight_concentration", k)
     scale = dof = None
     if covariance_prior is not None:
         if not isinstance(covariance_prior, tuple) or len(covariance_prior) != 2:

@@ -17,8 +17,8 @@ never lowers it. Two variants follow.
 
 The statistics. Both variants use the E-step/M-step interface of the batch fit: the
 expected sufficient statistics ``S = resp T^T`` (K, F) of the data centred and divided by
-a power of two (:class:`emtutor.gmm._Problem`), and
-:func:`emtutor._gaussian.moments_of_statistics` to turn them into weights, means and
+a power of two (``emtutor.gmm._Problem``), and
+``emtutor._gaussian.moments_of_statistics`` to turn them into weights, means and
 scatters. ``S`` is a raw sum (``N_k``, ``sum r x``, ``sum r x x^T``), not a centred
 moment, because raw sums add and subtract exactly as blocks enter and leave. Raw second
 moments lose digits only for a component much narrower than its distance from the centre
@@ -240,7 +240,7 @@ class PartialStep(NamedTuple):
         The block whose ``q`` the E-step updated (``None``: all of them, in pass 1).
     step : str
         ``"E"`` (``q`` of one block changed) or ``"M"`` (``theta`` changed).
-    params : Params
+    params : emtutor.gmm.Params
         ``theta`` after the step, in the units of the data.
     elbo : float
         ``L(q, theta)`` after the step, from the running statistics and entropies.
@@ -274,7 +274,7 @@ def partial_steps(
     Parameters
     ----------
     X : array_like, shape (N, D)
-    init : Params
+    init : emtutor.gmm.Params
         Starting parameters; the covariance type is read off their shape.
     n_blocks : int
         ``B``, ``1 <= B <= N``; ``B = 1`` is batch EM.
@@ -377,7 +377,7 @@ class OnlineGMM:
 
     Parameters
     ----------
-    init : Params
+    init : emtutor.gmm.Params
         Starting parameters (the covariance type is read off their shape).
     alpha : float
         Exponent in (0.5, 1]; smaller forgets the past faster.
@@ -389,7 +389,7 @@ class OnlineGMM:
 
     Attributes
     ----------
-    params : Params
+    params : emtutor.gmm.Params
         The current parameters, in the units of the data.
     n_updates : int
         Number of mini-batches seen, ``t``.
