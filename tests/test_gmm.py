@@ -706,3 +706,15 @@ def test_bic_aic_and_score_samples_match_sklearn(covariance_type, k):
     assert gmm.n_parameters(p) == model._n_parameters()
     np.testing.assert_allclose(gmm.score_samples(X, p), model.score_samples(X), rtol=1e-10)
     assert gmm.score_samples(X, p).sum() == pytest.approx(gmm.log_likelihood(X, p), rel=1e-12)
+
+
+def test_cached_factors_follow_the_values_not_the_array():
+    # The cache of Cholesky factors is looked up by identity and checked by value: an array
+    # changed in place gets new factors.
+    cov = np.array([[[2.0, 0.5], [0.5, 1.0]]])
+    chol, inv = _gaussian.factors(cov)
+    np.testing.assert_allclose(chol[0] @ chol[0].T, cov[0], rtol=1e-14)
+    cov[0] = [[4.0, 1.0], [1.0, 3.0]]
+    chol, inv = _gaussian.factors(cov)
+    np.testing.assert_allclose(chol[0] @ chol[0].T, cov[0], rtol=1e-14)
+    np.testing.assert_allclose(inv[0] @ chol[0], np.eye(2), atol=1e-14)
