@@ -94,20 +94,11 @@ def _chunk_e_step(chunk, centre, scale, t_max, theta, covariance_type) -> tuple:
 
 def _chunk_scatter(chunk, centre, scale, t_max, theta, covariance_type, means, which):
     """Two-pass scatter ``sum_n r_nk (x_n - m_k)(x_n - m_k)^T`` of components ``which``."""
-    _, _, resp = _chunk_statistics(_scaled(chunk, centre, scale), t_max, theta,
-                                   covariance_type)
     Xs = _scaled(chunk, centre, scale)
-    out = []
-    for k in which:
-        diff = Xs - means[k]
-        weighted = diff * resp[k][:, None]
-        if covariance_type == "full":
-            out.append(weighted.T @ diff)
-        elif covariance_type == "diag":
-            out.append(np.einsum("nd,nd->d", weighted, diff))
-        else:
-            out.append(np.einsum("nd,nd->", weighted, diff) / Xs.shape[1])
-    return out
+    _, _, resp = _chunk_statistics(Xs, t_max, theta, covariance_type)
+    ones = np.ones(len(resp))  # the batch fit's formula, not yet divided by N_k
+    return _g._two_pass_scatter(np.ascontiguousarray(Xs.T), resp, ones, means, which,
+                                covariance_type)
 
 
 def _map(X, func, *args) -> list:
