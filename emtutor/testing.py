@@ -603,9 +603,9 @@ def check_m_step(
        moved on its own, then all together, ``n_perturbations`` times at each of the
        relative step sizes ``0.3``, ``1e-2`` and ``1e-4``, staying inside its feasible set:
        a mixture ``(1 - t) w + t u`` with a random ``u`` of the set or, half of the time,
-       a step ``t g`` in log-odds (distributions, probabilities), ``s e^{t g}`` (positive), ``A S A^T`` with ``A = I + t G``
-       (covariances), ``mu + t (|mu| + c) g`` (real). Large steps find gross errors, small
-       ones errors of a fraction of a percent.
+       a step ``t g`` in log-odds (distributions, probabilities), ``s e^{t g}``
+       (positive), ``A S A^T`` with ``A = I + t G`` (covariances), ``mu + t (|mu| + c) g``
+       (real). Large steps find gross errors, small ones errors of a fraction of a percent.
 
     A gain counts if it exceeds ``rtol * max(1, |Q(theta_new | q)|)``. The M-step of EM
     maximises ``Q`` exactly, so any feasible point, near or far, has a ``Q`` no larger:
