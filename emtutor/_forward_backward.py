@@ -807,14 +807,9 @@ def viterbi_long(log_startprob, log_transmat, log_E, block: int | None = None):
     X = np.empty((K, K, C))
     X[:, :, 0] = delta
     X[:, :, 1:] = D[:, :, :-1]
-    work = np.empty((K, K, K, C))
-    d = 1
-    while d < C:
-        w = np.add(X[:, :, None, :-d], X[None, :, :, d:], out=work[..., :C - d])
-        np.max(w, axis=1, out=X[:, :, d:])
-        d *= 2
+    _maxplus_scan(X)
     starts = X[0]  # (K, C)
-    del X, work
+    del X
     # phase 3: Viterbi inside all blocks, back pointers bp[l, j, c]
     bp = np.empty((L, K, C), dtype=np.intp)
     d = starts
@@ -1118,6 +1113,22 @@ def posterior_blocks(startprob, A, E, lengths=None, block: int | None = None, ws
     return gamma, xi, log_c
 
 
+def _maxplus_scan(X) -> None:
+    """Running max-plus products, in place, of the state-major matrices ``X[:, :, c]``.
+
+    Entry ``c`` becomes ``X_0 (x) X_1 (x) ... (x) X_c`` with
+    ``(U (x) V)_ij = max_m U_im + V_mj``, in ``ceil(log2 C)`` rounds of doubling
+    (Hillis-Steele scan), each one addition and one maximum over all entries.
+    """
+    K, _, C = X.shape
+    work = np.empty((K, K, K, C))
+    d = 1
+    while d < C:
+        w = np.add(X[:, :, None, :-d], X[None, :, :, d:], out=work[..., :C - d])
+        np.max(w, axis=1, out=X[:, :, d:])
+        d *= 2
+
+
 def viterbi_scan(log_startprob, log_transmat, log_E):
     """Most probable path of one short sequence: Viterbi scores by a max-plus scan.
 
@@ -1145,12 +1156,7 @@ def viterbi_scan(log_startprob, log_transmat, log_E):
     X = np.empty((K, K, T))  # X[i, j, t]: state-major, every operation runs along t
     X[:, :, 0] = log_startprob + log_E[0]
     np.add(log_transmat[:, :, None], log_E[1:].T[None], out=X[:, :, 1:])
-    work = np.empty((K, K, K, T))
-    d = 1
-    while d < T:
-        w = np.add(X[:, :, None, :-d], X[None, :, :, d:], out=work[..., :T - d])
-        np.max(w, axis=1, out=X[:, :, d:])
-        d *= 2
+    _maxplus_scan(X)
     delta = X[0]  # (K, T)
     state = int(np.argmax(delta[:, T - 1]))
     log_prob = float(delta[state, T - 1])

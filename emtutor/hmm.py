@@ -31,7 +31,8 @@ rows sum to 1) and an emission distribution per state, either
   two-slice marginals ``(gamma, xi)``. The KL is computed in log space, so it stays finite
   where the posterior's probabilities underflow.
 
-On top sit :func:`fit` (Baum-Welch with a full log-likelihood trace, the package's stopping
+On top sit :func:`fit` (Baum-Welch run by the package's driver :func:`emtutor.em.run`:
+the parameter history, the log-likelihood trace, the ELBO after every M-step, its stopping
 rule :func:`emtutor.em.has_converged` and any decrease of the log-likelihood recorded),
 :func:`score`, :func:`predict`, :func:`predict_proba` and :func:`sample`. Several sequences
 are passed as in hmmlearn: concatenated in ``X`` with their ``lengths``.
@@ -73,7 +74,8 @@ from emtutor._validation import (
     check_tol,
 )
 from emtutor.bounds import Decomposition, _kl_log, entropy
-from emtutor.em import EmptyComponentWarning, EMResult, find_decreases, has_converged
+from emtutor.em import EmptyComponentWarning, EMResult
+from emtutor.em import run as _em_run
 
 __all__ = [
     "ChainPosterior",
@@ -1275,8 +1277,13 @@ def sample(params: Params, n: int, random_state=None) -> tuple[np.ndarray, np.nd
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class FitResult:
-    """Result of :func:`fit`.
+class FitResult(EMResult):
+    """Result of :func:`fit`: an :class:`emtutor.em.EMResult` with the HMM's parameters.
+
+    Every field of :class:`emtutor.em.EMResult` (``theta``, the parameter history
+    ``thetas``, ``log_likelihood``, the bound ``elbo``, ``n_iter``, ``converged``,
+    ``decreases``) and its :meth:`~emtutor.em.EMResult.check_sandwich`, plus ``params``,
+    the final parameters (the same object as ``theta``).
 
     Attributes
     ----------
@@ -1285,6 +1292,9 @@ class FitResult:
     log_likelihood : numpy.ndarray
         ``log_likelihood[i] = ln p(X | theta_i)``: entry 0 at the initial parameters, entry
         ``i`` after ``i`` iterations, the last one at ``params``; length ``n_iter + 1``.
+    elbo : numpy.ndarray
+        ``elbo[i] = L(q_i, theta_{i+1})`` with ``q_i`` the posterior over paths at
+        ``theta_i``, from the expected statistics of ``q_i``; length ``n_iter``.
     n_iter : int
         Number of EM iterations (M-steps) performed.
     converged : bool
@@ -1308,18 +1318,104 @@ class FitResult:
     --------
     >>> import numpy as np
     >>> p = Params(startprob=[1.0], transmat=[[1.0]], emissionprob=[[1.0]])
-    >>> FitResult(p, np.array([-3.0, -2.5, -2.75]), n_iter=2, converged=False,
+    >>> FitResult(theta=p, thetas=[p, p, p], log_likelihood=np.array([-3.0, -2.5, -2.75]),
+    ...           elbo=np.array([-2.8, -2.6]), n_iter=2, converged=False,
     ...           decreases=((2, 0.25),))
     FitResult(n_iter=2, converged=False, log_likelihood[-1]=-2.75, decreases=((iteration 2: -0.25)))
     """
 
-    params: Params
-    log_likelihood: np.ndarray
-    n_iter: int
-    converged: bool
-    decreases: tuple[tuple[int, float], ...] = ()
+    @property
+    def params(self) -> Params:
+        """The final parameters (``theta``)."""
+        return self.theta
 
     __repr__ = EMResult.__repr__  # the same short summary as every EM result
+
+
+class _Posterior(NamedTuple):
+    """The E-step's output at ``theta``: state-major ``gamma``, ``xi_sum`` and ``ln p``."""
+
+    theta: Params
+    gamma: np.ndarray
+    xi_sum: np.ndarray
+    log_likelihood: float
+
+
+def _symbol_counts(X, gamma, layout: _Layout, K: int, M: int) -> np.ndarray:
+    """``counts[k, m]``: the sum of ``gamma[k, t]`` over the steps with ``x_t = m``.
+
+    One bincount over the pairs ``(k, x_t)``, whose flat codes ``k M + x_t`` are kept for
+    the whole fit; the counts themselves are kept until the next E-step (``fit`` marks
+    every E-step with a fresh ``layout.cache["estep"]``), so that the M-step and the bound
+    share them.
+    """
+    cache = layout.cache
+    token = cache.get("estep")
+    kept = cache.get("counts")
+    if token is not None and kept is not None and kept[0] is token:
+        return kept[1]
+    codes = cache.get("codes")
+    if codes is None or codes.shape[0] != K * X.size:
+        codes = cache["codes"] = (np.arange(K)[:, None] * M + X).ravel()
+    counts = np.bincount(codes, weights=gamma.ravel(), minlength=K * M).reshape(K, M)
+    if token is not None:
+        cache["counts"] = (token, counts)
+    return counts
+
+
+def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Layout) -> float:
+    """``Q(theta; q) = E_q[ln p(V, Z | theta)]`` from the expected statistics of ``q``.
+
+    The start and transition terms use the first-step posteriors and ``xi_sum``; the
+    emission term ``sum_t sum_k gamma_tk ln p(x_t | k)`` uses the posterior-weighted symbol
+    counts (categorical) or the weighted sums of ``x`` and of ``x x^T`` about the data mean
+    (Gaussian), so it costs a few products over the data, not a pass per state.
+    """
+    gamma = q.gamma
+    cache = layout.cache
+    first = gamma[:, layout.starts].sum(axis=1)
+    total = _weighted_log_sum(first, theta.log_startprob)
+    total += _weighted_log_sum(q.xi_sum, theta.log_transmat)
+    stats = cache.get("q_stats")
+    token = cache.get("estep")  # set by fit at every E-step: the statistics are q's
+    if stats is None or token is None or stats[0] is not token:
+        nk = gamma.sum(axis=1)
+        if theta.emission == "categorical":
+            emis = (_symbol_counts(X, gamma, layout, *theta.emissionprob.shape),)
+        else:
+            centre = cache.get("centre")
+            if centre is None:
+                mean = X.mean(axis=0)
+                centre = cache["centre"] = (mean, X - mean)
+            mean, Xc = centre
+            S1 = gamma @ Xc  # (K, D)
+            if theta.covariance_type == "diag":
+                X2 = cache.get("Xc2")
+                if X2 is None:
+                    X2 = cache["Xc2"] = Xc * Xc
+                S2 = gamma @ X2
+            else:
+                S2 = np.einsum("kt,ti,tj->kij", gamma, Xc, Xc, optimize=True)
+            emis = (mean, S1, S2)
+        stats = cache["q_stats"] = (token, None, nk, emis)
+    nk, emis = stats[2], stats[3]
+    if theta.emission == "categorical":
+        return total + _weighted_log_sum(emis[0], _log(theta.emissionprob))
+    mean, S1, S2 = emis
+    mu = theta.means - mean
+    D = mu.shape[1]
+    cov = theta.covariances
+    if theta.covariance_type == "diag":
+        # sum_t gamma_tk (x_t - mu_k)^2 / var_k = (S2 - 2 mu S1 + n mu^2) / var
+        quad = ((S2 - 2.0 * mu * S1 + nk[:, None] * mu * mu) / cov).sum(axis=1)
+        logdet = np.log(cov).sum(axis=1)
+    else:
+        scatter = (S2 - np.einsum("ki,kj->kij", mu, S1) - np.einsum("ki,kj->kij", S1, mu)
+                   + nk[:, None, None] * np.einsum("ki,kj->kij", mu, mu))
+        chol = np.linalg.cholesky(cov)
+        quad = np.einsum("kii->k", np.linalg.solve(cov, scatter))
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    return total + float(np.sum(-0.5 * (nk * (D * _LOG_2PI + logdet) + quad)))
 
 
 class _CollapsedState(ValueError):
@@ -1365,10 +1461,7 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
         M = old.emissionprob.shape[1]
         # counts[k, m] = sum of gamma[k, t] over the steps with x_t = m: one bincount over
         # the pairs (k, x_t), whose flat codes k M + x_t are kept for the whole fit
-        codes = layout.cache.get("codes")
-        if codes is None or codes.shape[0] != K * X.size:
-            codes = layout.cache["codes"] = (np.arange(K)[:, None] * M + X).ravel()
-        counts = np.bincount(codes, weights=gamma.ravel(), minlength=K * M).reshape(K, M)
+        counts = _symbol_counts(X, gamma, layout, K, M)
         B = np.where(keep[:, None], old.emissionprob, counts / safe[:, None])
         return Params._trusted(startprob, transmat, emissionprob=B)
     means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
@@ -1593,6 +1686,10 @@ def fit(
     the closed-form M-step: ``startprob`` from the first-step posteriors, ``transmat`` from
     the expected transition counts normalised by row, and the emission parameters as
     posterior-weighted counts (categorical) or weighted means and covariances (Gaussian).
+    The loop is :func:`emtutor.em.run`; one forward-backward pass at each new ``theta``
+    serves both its log-likelihood and the next E-step, and the bound
+    ``L(q, theta_new) = Q(theta_new; q) - Q(theta_old; q) + ln p(V | theta_old)`` is formed
+    from the expected statistics of ``q`` (a few products over the data).
     The run stops when :func:`emtutor.em.has_converged` says so: the log-likelihood rose by
     less than ``tol * max(1, |ln p|)`` and did not fall (a fall issues an
     :class:`emtutor.em.LikelihoodDecreaseWarning`, is recorded in ``decreases`` and makes
@@ -1646,8 +1743,10 @@ def fit(
     Returns
     -------
     FitResult
-        ``params``, ``log_likelihood`` (length ``n_iter + 1``), ``n_iter``, ``converged``,
-        ``decreases``.
+        An :class:`emtutor.em.EMResult` (``theta``, the history ``thetas``,
+        ``log_likelihood`` of length ``n_iter + 1``, ``elbo`` of length ``n_iter``,
+        ``n_iter``, ``converged``, ``decreases``, and ``check_sandwich()``) with the final
+        parameters also as ``params``.
 
     Raises
     ------
@@ -1709,32 +1808,50 @@ def fit(
     ws: dict = {}  # work arrays reused by every E-step of every run
 
     def e_step(p: Params):
+        layout.cache["estep"] = object()  # statistics of an older posterior are stale
         E, shift, log_source = _emission_factors(X, p, XT, ws)
         return _estep(E, shift, p.startprob, p.transmat, layout, log_source, ws)
 
-    def one_run(params: Params):
-        gamma, xi_sum, ll = e_step(params)
-        trace = [ll]
-        converged = False
-        for it in range(1, max_iter + 1):
+    def one_run(params: Params) -> FitResult:
+        # em.run asks for ln p(V | theta) after every M-step and then for the E-step at the
+        # same theta: one forward-backward pass serves both (kept until the next theta)
+        last: list = [None, None]
+        iteration = [0]
+
+        def log_likelihood(p: Params) -> float:
+            last[0], last[1] = p, _Posterior(p, *e_step(p))
+            return last[1].log_likelihood
+
+        def posterior(p: Params) -> _Posterior:
+            return last[1] if last[0] is p else _Posterior(p, *e_step(p))
+
+        def m_step(q: _Posterior, theta_old: Params) -> Params:
+            iteration[0] += 1
             try:
-                params = _m_step(X, gamma, xi_sum, layout, params, min_covar, XT)
+                return _m_step(X, q.gamma, q.xi_sum, layout, theta_old, min_covar, XT)
             except _CollapsedState as exc:
-                raise ValueError(exc.message(f"in the M-step of iteration {it}")) from None
-            gamma, xi_sum, ll = e_step(params)
-            trace.append(ll)
-            if has_converged(trace[-2], trace[-1], tol=tol, iteration=it):
-                converged = True
-                break
-        return params, np.asarray(trace), converged
+                raise ValueError(
+                    exc.message(f"in the M-step of iteration {iteration[0]}")) from None
+
+        def bound(q: _Posterior, theta: Params) -> float:
+            # L(q, theta) = Q(theta; q) + H(q), and H(q) = ln p(V | theta_q) - Q(theta_q; q)
+            # for the posterior q at theta_q: both Q from the expected statistics of q
+            if theta is q.theta:
+                return q.log_likelihood
+            return (_expected_complete(q, theta, X, layout) - _expected_complete(
+                q, q.theta, X, layout) + q.log_likelihood)
+
+        res = _em_run(params, posterior, m_step, log_likelihood, elbo=bound, tol=tol,
+                      max_iter=max_iter)
+        return FitResult(theta=res.theta, thetas=res.thetas,
+                         log_likelihood=res.log_likelihood, elbo=res.elbo,
+                         n_iter=res.n_iter, converged=res.converged, decreases=res.decreases)
 
     best = None
     for _ in range(n_init):
         start = _initial_params(X, K, emission, covariance_type, init, M, rng, min_covar)
         _check_data(X, start)
-        run = one_run(start)
-        if best is None or run[1][-1] > best[1][-1]:
-            best = run
-    params, ll, converged = best
-    decreases = find_decreases(ll)
-    return FitResult(params, ll, len(ll) - 1, converged and not decreases, decreases)
+        res = one_run(start)
+        if best is None or res.log_likelihood[-1] > best.log_likelihood[-1]:
+            best = res
+    return best

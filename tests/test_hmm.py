@@ -382,11 +382,20 @@ def test_gaussian_iterations_match_hmmlearn(cov):
     np.testing.assert_allclose(res.params.means, model.means_, rtol=1e-7, atol=1e-9)
 
 
+def _swapped(old):
+    """A wrong M-step: the states' rows swapped (mixed with uniform rows, so that no
+    probability becomes 0 and the bound L(q, theta) stays finite), lowering ln p."""
+    def mix(rows):
+        return 0.7 * rows[::-1] + 0.3 / rows.shape[1]
+
+    return Params(old.startprob, mix(old.transmat), emissionprob=mix(old.emissionprob))
+
+
 def test_a_wrong_m_step_is_reported_as_a_decrease(monkeypatch):
     X, _ = hmm.sample(CAT, 200, random_state=21)
 
     def bad_m_step(X, gamma, xi_sum, layout, old, min_covar, XT=None):
-        return Params(old.startprob, old.transmat[::-1], emissionprob=old.emissionprob[::-1])
+        return _swapped(old)
 
     monkeypatch.setattr(hmm, "_m_step", bad_m_step)
     with pytest.warns(LikelihoodDecreaseWarning, match="decreased at iteration 1"):
@@ -830,8 +839,7 @@ def _patched_m_step(monkeypatch, bad_iterations):
     def m_step(X, gamma, xi_sum, layout, old, min_covar, XT=None):
         count[0] += 1
         if count[0] in bad_iterations:
-            return Params(old.startprob, old.transmat[::-1],
-                          emissionprob=old.emissionprob[::-1])
+            return _swapped(old)
         return good(X, gamma, xi_sum, layout, old, min_covar, XT)
 
     monkeypatch.setattr(hmm, "_m_step", m_step)
@@ -852,6 +860,42 @@ def test_a_decrease_is_recorded_and_the_run_is_never_converged(monkeypatch):
     assert f"log_likelihood[-1]={res.log_likelihood[-1]:.10g}" in text
     assert f"decreases=((iteration 1: -{drop:.3g}))" in text
     assert "params" not in text  # short: no arrays
+
+
+def _q_value(X, fb, theta, starts):
+    """Q(theta; q) by its definition, from the posterior marginals and log emissions."""
+    lE = hmm.log_emission(X, theta)
+    first = fb.gamma[starts].sum(axis=0)
+    return (first @ theta.log_startprob + np.sum(fb.xi_sum * theta.log_transmat)
+            + np.sum(fb.gamma * np.where(fb.gamma > 0, lE, 0.0)))
+
+
+@pytest.mark.parametrize(("emission", "cov"), [("categorical", "diag"), ("gaussian", "diag"),
+                                               ("gaussian", "full")])
+def test_fit_returns_the_em_result_family_with_history_and_bound(emission, cov):
+    """fit runs on em.run: parameter history, the ELBO after every M-step, and the
+    sandwich ln p(theta_i) <= L(q_i, theta_{i+1}) <= ln p(theta_{i+1}) holds."""
+    from emtutor.em import EMResult
+
+    p = CAT if emission == "categorical" else GAUSS
+    X, _ = hmm.sample(p, 400, random_state=28)
+    if emission == "gaussian":
+        X = X + 50.0  # far from the origin: the bound is formed about the data mean
+    lengths = [150, 250]
+    res = hmm.fit(X, 2, emission=emission, covariance_type=cov, random_state=1,
+                  max_iter=25, lengths=lengths)
+    assert isinstance(res, EMResult) and res.params is res.theta is res.thetas[-1]
+    assert len(res.thetas) == res.n_iter + 1 == res.elbo.size + 1
+    res.check_sandwich(rtol=1e-10)
+    # L(q_i, theta_{i+1}) = Q(theta_{i+1}) + H(q_i) with H(q_i) = ln p(theta_i) - Q(theta_i),
+    # each Q from its definition
+    for i in (0, 3):
+        before, after = res.thetas[i], res.thetas[i + 1]
+        fb = hmm.forward_backward(before.log_startprob, before.log_transmat,
+                                  hmm.log_emission(X, before), lengths=lengths)
+        expected = (_q_value(X, fb, after, [0, 150]) - _q_value(X, fb, before, [0, 150])
+                    + fb.log_likelihood)
+        assert res.elbo[i] == pytest.approx(expected, rel=1e-11)
 
 
 def test_a_correct_run_has_no_decreases():
