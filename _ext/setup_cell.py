@@ -31,7 +31,8 @@ import subprocess
 import sys
 
 REPOSITORY = "{url}"
-NEEDS = {{"emtutor": None, "myst_nb": "myst-nb", "sklearn": "scikit-learn"}}
+NEEDS = {{"emtutor": None, "myst_nb": "myst-nb", "sklearn": "scikit-learn",
+         "dask": "dask[array]"}}
 if "google.colab" in sys.modules or "EMTUTOR_SOURCE" in os.environ:
     NEEDS["emtutor"] = os.environ.get("EMTUTOR_SOURCE", f"git+{{REPOSITORY}}")
     missing = [
