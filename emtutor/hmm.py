@@ -1373,13 +1373,11 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
     """
     gamma = q.gamma
     cache = layout.cache
-    first = gamma[:, layout.starts].sum(axis=1)
-    total = _weighted_log_sum(first, theta.log_startprob)
-    total += _weighted_log_sum(q.xi_sum, theta.log_transmat)
     stats = cache.get("q_stats")
     token = cache.get("estep")  # set by fit at every E-step: the statistics are q's
     if stats is None or token is None or stats[0] is not token:
-        nk = gamma.sum(axis=1)
+        first = gamma[:, layout.starts].sum(axis=1)
+        nk = None
         if theta.emission == "categorical":
             emis = (_symbol_counts(X, gamma, layout, *theta.emissionprob.shape),)
         else:
@@ -1388,6 +1386,7 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
                 mean = X.mean(axis=0)
                 centre = cache["centre"] = (mean, X - mean)
             mean, Xc = centre
+            nk = gamma.sum(axis=1)
             S1 = gamma @ Xc  # (K, D)
             if theta.covariance_type == "diag":
                 X2 = cache.get("Xc2")
@@ -1397,8 +1396,10 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
             else:
                 S2 = np.einsum("kt,ti,tj->kij", gamma, Xc, Xc, optimize=True)
             emis = (mean, S1, S2)
-        stats = cache["q_stats"] = (token, None, nk, emis)
-    nk, emis = stats[2], stats[3]
+        stats = cache["q_stats"] = (token, first, nk, emis)
+    first, nk, emis = stats[1], stats[2], stats[3]
+    total = _weighted_log_sum(first, theta.log_startprob)
+    total += _weighted_log_sum(q.xi_sum, theta.log_transmat)
     if theta.emission == "categorical":
         return total + _weighted_log_sum(emis[0], _log(theta.emissionprob))
     mean, S1, S2 = emis
