@@ -147,7 +147,7 @@ def feature_blocks(X: np.ndarray, covariance_type: str):
     """
     n, d = X.shape
     f = n_features(d, covariance_type)
-    blocks, size = _column_blocks(f, n, min(_BLOCK_ENTRIES, _FEATURE_BLOCK_ENTRIES))
+    blocks, size = _column_blocks(f, n, _FEATURE_BLOCK_ENTRIES)
     buf = np.empty(f * size)
     for cols in blocks:
         Tb = buf[: f * (cols.stop - cols.start)].reshape(f, -1)
@@ -248,8 +248,9 @@ def natural_parameters(weights, means, covariances) -> tuple[np.ndarray, np.ndar
 _BLOCK_ENTRIES = 2**18
 
 
-#: Entries of one block of :func:`feature_blocks` (512 KiB).
-_FEATURE_BLOCK_ENTRIES = 2**16
+#: Entries of one block of :func:`feature_blocks` (2 MiB): blocks of a few thousand points,
+#: so that the products with them are few (each may start BLAS threads).
+_FEATURE_BLOCK_ENTRIES = 2**18
 
 
 def _product_blocks(kf: int, n: int) -> list[slice]:
@@ -341,7 +342,7 @@ def log_joint(
             lj = np.empty((len(weights), X.shape[0]))
             eta_t = np.ascontiguousarray(eta.T)
             for cols, Tb in feature_blocks(X, covariance_type_of(covariances)):
-                lj[:, cols] = eta_t @ Tb
+                np.matmul(eta_t, Tb, out=lj[:, cols])
         with np.errstate(invalid="ignore"):  # inf * 0 for a component of weight 0
             error = _EPS * math.sqrt(len(t_max)) * (np.abs(eta).T @ t_max)
         unsafe = np.flatnonzero(~(error <= ROUNDING_BUDGET) & (weights > 0))

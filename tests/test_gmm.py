@@ -233,6 +233,7 @@ def test_direct_path_without_feature_matrix_agrees(covariance_type, path, monkey
     fast_m = gmm.m_step(X, resp, covariance_type=covariance_type)
     monkeypatch.setattr(_gaussian, "FEATURE_LIMIT", 0)
     monkeypatch.setattr(_gaussian, "_BLOCK_ENTRIES", 64)
+    monkeypatch.setattr(_gaussian, "_FEATURE_BLOCK_ENTRIES", 64)
     if path == "direct":
         monkeypatch.setattr(_gaussian, "BLOCKED_TYPES", ())
     direct = gmm.fit(X, 3, **kwargs)
