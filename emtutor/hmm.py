@@ -1379,8 +1379,11 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
         first = gamma[:, layout.starts].sum(axis=1)
         nk = None
         if theta.emission == "categorical":
-            emis = (_symbol_counts(X, gamma, layout, *theta.emissionprob.shape),)
+            counts = _symbol_counts(X, gamma, layout, *theta.emissionprob.shape)
+            weights = np.concatenate([first, q.xi_sum.ravel(), counts.ravel()])
+            emis = ()
         else:
+            weights = np.concatenate([first, q.xi_sum.ravel()])
             centre = cache.get("centre")
             if centre is None:
                 mean = X.mean(axis=0)
@@ -1396,12 +1399,23 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
             else:
                 S2 = np.einsum("kt,ti,tj->kij", gamma, Xc, Xc, optimize=True)
             emis = (mean, S1, S2)
-        stats = cache["q_stats"] = (token, first, nk, emis)
-    first, nk, emis = stats[1], stats[2], stats[3]
-    total = _weighted_log_sum(first, theta.log_startprob)
-    total += _weighted_log_sum(q.xi_sum, theta.log_transmat)
+        stats = cache["q_stats"] = (token, weights, nk, emis)
+    weights, nk, emis = stats[1], stats[2], stats[3]
+    # the logs of theta's probabilities, in the order of the weights (kept for the two
+    # parameter sets of an iteration: theta_old and theta_new)
+    logs = cache.setdefault("theta_logs", {})
+    entry = logs.get(id(theta))
+    if entry is None or entry[0] is not theta:
+        parts = [theta.startprob, theta.transmat.ravel()]
+        if theta.emission == "categorical":
+            parts.append(theta.emissionprob.ravel())
+        if len(logs) > 2:
+            logs.clear()
+        entry = logs[id(theta)] = (theta, _log(np.concatenate(parts)))
+    # sum of weight * log, with 0 * ln 0 = 0
+    total = float(weights @ np.where(weights > 0, entry[1], 0.0))
     if theta.emission == "categorical":
-        return total + _weighted_log_sum(emis[0], _log(theta.emissionprob))
+        return total
     mean, S1, S2 = emis
     mu = theta.means - mean
     D = mu.shape[1]
