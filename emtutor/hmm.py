@@ -1397,7 +1397,11 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
                     X2 = cache["Xc2"] = Xc * Xc
                 S2 = gamma @ X2
             else:
-                S2 = np.einsum("kt,ti,tj->kij", gamma, Xc, Xc, optimize=True)
+                D = Xc.shape[1]
+                XX = cache.get("XcXc")
+                if XX is None:  # the outer products x x^T as rows of length D^2
+                    XX = cache["XcXc"] = (Xc[:, :, None] * Xc[:, None, :]).reshape(-1, D * D)
+                S2 = (gamma @ XX).reshape(-1, D, D)
             emis = (mean, S1, S2)
         stats = cache["q_stats"] = (token, weights, nk, emis)
     weights, nk, emis = stats[1], stats[2], stats[3]
