@@ -80,8 +80,9 @@ class MissingProblem(_Problem):
         self.shift = -float(self.n_observed.sum()) * self.log_scale
         self._cond = None  # (resp, conditional terms) of the last E-step
 
-    def _terms(self, theta: Params):
-        """(K, N) log joints in scaled units and each component's conditional terms."""
+    def _terms(self, theta: Params, conditional: bool = True):
+        """(K, N) log joints in scaled units and each component's conditional terms
+        (``None`` in place of them without ``conditional``: log joints only)."""
         weights, means, covs = theta.weights, theta.means, theta.covariances
         n, d = self.X.shape
         full = _full(covs, d)
@@ -90,7 +91,9 @@ class MissingProblem(_Problem):
         for k in range(len(weights)):
             per_batch = []
             for batch in self.patterns.batches:
-                log_dens, cond_mean, c, _ = _missing._batch_terms(batch, means[k], full[k])
+                log_dens, cond_mean, c, _ = _missing._batch_terms(
+                    batch, means[k], full[k], conditional
+                )
                 lj[k, batch[0]] = log_dens
                 per_batch.append((cond_mean, c))
             cond.append(per_batch)
@@ -100,7 +103,7 @@ class MissingProblem(_Problem):
 
     def log_joint(self, theta: Params) -> np.ndarray:
         """(K, N) log joint ``ln w_k N(x_no | mu_ko, Sigma_k,oo)`` in the original units."""
-        lj, _ = self._terms(theta)
+        lj, _ = self._terms(theta, conditional=False)
         return lj - self.n_observed * self.log_scale
 
     def log_likelihood(self, theta: Params) -> float:

@@ -182,15 +182,15 @@ def _check_X(X: ArrayLike, missing=None, need_covariance: bool = False,
 
     if _gmm_missing.check_missing(missing):
         return _gmm_missing.check_X(X, need_covariance=need_covariance)
-    try:
-        return as_float_array(X, "X", ndim=2)
-    except ValueError as err:
-        if "NaN" not in str(err):
-            raise
+    arr = as_float_array(X, "X", ndim=2, allow_nan=True)  # inf, shape, type still refused
+    n_nan = int(np.isnan(arr).sum())
+    if n_nan:
         raise ValueError(
-            f"{str(err).split(';')[0]}: pass missing='em' to work on the observed entries "
-            "of each row (EM treats the missing ones as latent), or remove or impute them"
-        ) from None
+            f"X contains NaN ({n_nan} entr{'y' if n_nan == 1 else 'ies'}): pass missing='em' "
+            "to work on the observed entries of each row (EM treats the missing ones as "
+            "latent), or remove or impute them"
+        )
+    return arr
 
 
 def _make_problem(X: np.ndarray, covariance_type: str, reg_covar: float = 0.0,
