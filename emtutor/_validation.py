@@ -69,7 +69,9 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
     ...
     ValueError: n_components must be >= 1, got 0
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (  # the common case first: abc checks cost microseconds
+        isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+    ):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if low is not None and value < low:
@@ -128,7 +130,9 @@ def check_real(value, name: str, *, low: float | None = None, strict: bool = Fal
     ...
     ValueError: lr must be a positive finite number, got 0.0
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (
+        isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+    ):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     below = low is not None and (value <= low if strict else value < low)
@@ -380,10 +384,13 @@ def check_concentration(value, name: str, k: int) -> np.ndarray:
     return alpha
 
 
-def check_random_state(random_state) -> np.random.Generator:
+def check_random_state(random_state, *, create: bool = True) -> np.random.Generator | None:
     """Return a ``numpy.random.Generator`` for ``None``, a seed ``>= 0`` or a Generator.
 
-    A Generator is used as it is (its state advances), so a caller can chain fits.
+    A Generator is used as it is (its state advances), so a caller can chain fits. With
+    ``create=False`` the argument is only checked and ``None`` returned (for a caller that
+    turns out to need no random numbers: a new generator from ``None`` reads the operating
+    system's entropy, which costs more than a small fit's iteration).
 
     Examples
     --------
@@ -399,13 +406,13 @@ def check_random_state(random_state) -> np.random.Generator:
     ValueError: random_state must be a seed >= 0, got -1
     """
     if random_state is None or isinstance(random_state, np.random.Generator):
-        return np.random.default_rng(random_state)
+        return np.random.default_rng(random_state) if create else None
     if isinstance(random_state, numbers.Integral) and not isinstance(
         random_state, (bool, np.bool_)
     ):
         if random_state < 0:
             raise ValueError(f"random_state must be a seed >= 0, got {random_state}")
-        return np.random.default_rng(int(random_state))
+        return np.random.default_rng(int(random_state)) if create else None
     raise TypeError(
         "random_state must be None, an int or a numpy.random.Generator, "
         f"got {type(random_state).__name__}"

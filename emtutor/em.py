@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,7 +137,10 @@ def _as_finite_float(value: Any, what: str, iteration: int) -> float:
     Real numbers only: a string such as ``'-3.0'`` or a bool is a bug in the function that
     returned it, and is refused rather than converted.
     """
-    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+    if type(value) is float:  # the common case, without the abc checks below
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
         value = value.reshape(())[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
@@ -429,6 +433,30 @@ def wants_theta_old(m_step: Callable) -> bool:
     False
     """
     _check_callable(m_step, "m_step")
+    if (type(m_step) is types.FunctionType and not hasattr(m_step, "__wrapped__")
+            and not hasattr(m_step, "__signature__")):
+        # a plain function: its signature is fixed by its code and its defaults, so the
+        # answer is kept for every closure made from the same ``def`` (a fit builds a new
+        # M-step per call, and inspect.signature costs more than a small iteration)
+        try:
+            key = (m_step.__code__, m_step.__defaults__,
+                   tuple(sorted((m_step.__kwdefaults__ or {}).items())))
+            hash(key)
+        except TypeError:  # an unhashable default
+            return _wants_theta_old(m_step)
+        found = _WANTS_THETA_OLD.get(key)
+        if found is None:
+            if len(_WANTS_THETA_OLD) > 256:
+                _WANTS_THETA_OLD.clear()
+            found = _WANTS_THETA_OLD[key] = _wants_theta_old(m_step)
+        return found
+    return _wants_theta_old(m_step)
+
+
+_WANTS_THETA_OLD: dict = {}  # (code, defaults, keyword defaults) -> answer
+
+
+def _wants_theta_old(m_step: Callable) -> bool:
     try:
         sig = inspect.signature(m_step)
     except (TypeError, ValueError):  # some builtins have no signature: call with q alone

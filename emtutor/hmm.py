@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from emtutor import _compiled
 from emtutor._forward_backward import (
     _IMPOSSIBLE,
     _buffer,
@@ -101,6 +102,7 @@ __all__ = [
 ]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
+_TINY = np.finfo(float).tiny
 _EMPTY = 10 * np.finfo(float).eps  # expected visits at or below this: the data say nothing
 # One sequence of T steps takes the max-plus scan (viterbi_scan) while T K^2 log2 T is at
 # most this (about T = 4000 for K = 3); beyond, the work of the scan outgrows the numpy
@@ -452,16 +454,18 @@ def _emission_factors(X: np.ndarray, params: Params, XT: np.ndarray | None = Non
     if params.emission == "categorical":
         B = params.emissionprob
         col_max = B.max(axis=0)
-        counts = None if ws is None else ws.get("symbol_counts")
-        if counts is None:
+        kept = None if ws is None else ws.get("symbol_counts")
+        if kept is None:
             counts = np.bincount(X, minlength=B.shape[1])
+            kept = (counts, np.flatnonzero(counts))  # the counts and the symbols seen
             if ws is not None:
-                ws["symbol_counts"] = counts
-        seen = counts > 0
-        if np.any(seen & (col_max == 0)):
-            m = int(np.argmax(seen & (col_max == 0)))
+                ws["symbol_counts"] = kept
+        counts, seen = kept
+        if not col_max[seen].all():
+            m = int(seen[np.argmin(col_max[seen])])
             raise ValueError(f"symbol {m} occurs in X but has probability 0 in every state")
-        safe = np.where(col_max > 0, col_max, 1.0)
+        # a symbol never seen may have probability 0 everywhere: any divisor will do
+        safe = np.maximum(col_max, _TINY)
         # X has been checked to lie in 0..M-1, so mode="clip" never clips: it only spares
         # take the buffered copy of ``out`` that the default mode="raise" makes.
         E = np.take(B / safe, X, axis=1, out=_buffer(ws, "E", (B.shape[0], X.size)),
@@ -588,6 +592,11 @@ def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, lo
     returned posteriors live in it).
     """
     K = startprob.size
+    if _compiled.enabled():  # numba installed: one compiled pass over every sequence
+        found = _compiled.posterior_kernel(startprob, transmat, E, layout.starts,
+                                           layout.lengths)
+        if found is not None:
+            return found[0], found[1], found[2] + shift
     gamma = None if layout.uniform else _buffer(ws, "gamma", (K, layout.n_obs))
     xi_sum = np.zeros((K, K))
     log_c = 0.0
@@ -776,6 +785,12 @@ def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
     [0 0 0] -2.821191
     """
     _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
+    T = lE.shape[0]
+    if _compiled.enabled():
+        path, log_prob = _compiled.viterbi_kernel(ls, lA, lE, [0], [T])
+        if not np.isfinite(log_prob[0]):
+            raise ValueError(_IMPOSSIBLE)
+        return Viterbi(path, float(log_prob[0]))
     paths, log_prob = _viterbi_group(ls, lA, lE[None])
     return Viterbi(paths[0], float(log_prob[0]))
 
@@ -1193,6 +1208,11 @@ def predict(X, params: Params, lengths=None) -> np.ndarray:
         logE = _gaussian_log_emission(XT, params.means, params.covariances).T
     ls, lA = params.log_startprob, params.log_transmat
     K = params.n_states
+    if _compiled.enabled():
+        path, log_prob = _compiled.viterbi_kernel(ls, lA, logE, layout.starts, layout.lengths)
+        if not np.all(np.isfinite(log_prob)):
+            raise ValueError(_IMPOSSIBLE)
+        return path
     if layout.uniform:
         N, T = layout.lengths.size, int(layout.lengths[0])
         paths, _ = _viterbi_group(ls, lA, logE.reshape(N, T, K))
@@ -1341,26 +1361,39 @@ class _Posterior(NamedTuple):
     log_likelihood: float
 
 
+def _of_posterior(layout: _Layout, name: str, compute):
+    """``compute()``, kept until the next E-step: ``fit`` marks every E-step with a fresh
+    ``layout.cache["estep"]``, so that the M-step and the bound share the statistics of one
+    posterior. Outside ``fit`` (no mark) nothing is kept."""
+    cache = layout.cache
+    token = cache.get("estep")
+    kept = cache.get(name)
+    if token is not None and kept is not None and kept[0] is token:
+        return kept[1]
+    value = compute()
+    if token is not None:
+        cache[name] = (token, value)
+    return value
+
+
+def _first_posteriors(gamma, layout: _Layout) -> np.ndarray:
+    """``sum_n p(z_{n,0} = k | V)``: the posteriors of the first step, summed over sequences."""
+    return _of_posterior(layout, "first", lambda: gamma[:, layout.starts].sum(axis=1))
+
+
 def _symbol_counts(X, gamma, layout: _Layout, K: int, M: int) -> np.ndarray:
     """``counts[k, m]``: the sum of ``gamma[k, t]`` over the steps with ``x_t = m``.
 
     One bincount over the pairs ``(k, x_t)``, whose flat codes ``k M + x_t`` are kept for
-    the whole fit; the counts themselves are kept until the next E-step (``fit`` marks
-    every E-step with a fresh ``layout.cache["estep"]``), so that the M-step and the bound
-    share them.
+    the whole fit; the counts are kept until the next E-step (:func:`_of_posterior`).
     """
-    cache = layout.cache
-    token = cache.get("estep")
-    kept = cache.get("counts")
-    if token is not None and kept is not None and kept[0] is token:
-        return kept[1]
-    codes = cache.get("codes")
-    if codes is None or codes.shape[0] != K * X.size:
-        codes = cache["codes"] = (np.arange(K)[:, None] * M + X).ravel()
-    counts = np.bincount(codes, weights=gamma.ravel(), minlength=K * M).reshape(K, M)
-    if token is not None:
-        cache["counts"] = (token, counts)
-    return counts
+    def compute():
+        codes = layout.cache.get("codes")
+        if codes is None or codes.shape[0] != K * X.size:
+            codes = layout.cache["codes"] = (np.arange(K)[:, None] * M + X).ravel()
+        return np.bincount(codes, weights=gamma.ravel(), minlength=K * M).reshape(K, M)
+
+    return _of_posterior(layout, "counts", compute)
 
 
 def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Layout) -> float:
@@ -1376,7 +1409,7 @@ def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Lay
     stats = cache.get("q_stats")
     token = cache.get("estep")  # set by fit at every E-step: the statistics are q's
     if stats is None or token is None or stats[0] is not token:
-        first = gamma[:, layout.starts].sum(axis=1)
+        first = _first_posteriors(gamma, layout)
         nk = None
         if theta.emission == "categorical":
             counts = _symbol_counts(X, gamma, layout, *theta.emissionprob.shape)
@@ -1461,14 +1494,22 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
     a state never left (e.g. visited only at the last step) keeps its old transition row.
     """
     K = old.n_states
-    first = gamma[:, layout.starts].sum(axis=1)
+    first = _first_posteriors(gamma, layout)
     startprob = first / first.sum()
     row = xi_sum.sum(axis=1)
-    keep = row <= _EMPTY
-    transmat = np.where(keep[:, None], old.transmat, xi_sum / np.where(keep, 1.0, row)[:, None])
-    nk = gamma.sum(axis=1)
+    if row.min() > _EMPTY:
+        transmat = xi_sum / row[:, None]
+    else:
+        keep = row <= _EMPTY
+        transmat = np.where(keep[:, None], old.transmat,
+                            xi_sum / np.where(keep, 1.0, row)[:, None])
+    if old.emission == "categorical":
+        counts = _symbol_counts(X, gamma, layout, K, old.emissionprob.shape[1])
+        nk = counts.sum(axis=1)
+    else:
+        nk = gamma.sum(axis=1)
     keep = nk <= _EMPTY
-    if np.any(keep):
+    if keep.any():
         warnings.warn(
             f"state(s) {np.flatnonzero(keep).tolist()} received a total posterior probability "
             "<= 10 eps in the M-step; they keep their previous emission parameters",
@@ -1477,11 +1518,9 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
         )
     safe = np.where(keep, 1.0, nk)
     if old.emission == "categorical":
-        M = old.emissionprob.shape[1]
-        # counts[k, m] = sum of gamma[k, t] over the steps with x_t = m: one bincount over
-        # the pairs (k, x_t), whose flat codes k M + x_t are kept for the whole fit
-        counts = _symbol_counts(X, gamma, layout, K, M)
-        B = np.where(keep[:, None], old.emissionprob, counts / safe[:, None])
+        B = counts / safe[:, None]
+        if keep.any():
+            B[keep] = old.emissionprob[keep]
         return Params._trusted(startprob, transmat, emissionprob=B)
     means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
     if XT is None:
@@ -1623,17 +1662,17 @@ def _initial_params(X, K, emission, covariance_type, init, n_symbols, rng, min_c
             raise ValueError(
                 f"init holds {init.emission} parameters but emission is {emission!r}"
             )
-        init = {k: getattr(init, k) for k in _INIT_KEYS[emission]}
-    if isinstance(init, Mapping):
+    if isinstance(init, (Params, Mapping)):
         need = _INIT_KEYS[emission]
-        missing = [k for k in need if k not in init]
-        extra = [k for k in init if k not in need]
+        missing = [] if isinstance(init, Params) else [k for k in need if k not in init]
+        extra = [] if isinstance(init, Params) else [k for k in init if k not in need]
         if missing or extra:
             raise ValueError(
                 f"init for {emission} emissions needs exactly the keys {list(need)}; "
                 f"missing {missing}, unexpected {extra}"
             )
-        params = Params(**{k: init[k] for k in need})
+        # a Params is checked and read-only already: used as it is
+        params = init if isinstance(init, Params) else Params(**{k: init[k] for k in need})
         if params.n_states != K:
             raise ValueError(f"init has {params.n_states} states but n_states is {K}")
         if emission == "gaussian" and params.covariance_type != covariance_type:
@@ -1806,7 +1845,8 @@ def fit(
     max_iter = check_max_iter(max_iter)
     tol = check_tol(tol)
     min_covar = check_real(min_covar, "min_covar", low=0.0)
-    rng = check_random_state(random_state)
+    # random numbers are drawn only to initialise; given parameters need none
+    rng = check_random_state(random_state, create=isinstance(init, str))
     if n_symbols is not None:
         if emission != "categorical":
             raise ValueError("n_symbols is for categorical emissions only; omit it")

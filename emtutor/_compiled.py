@@ -1,0 +1,215 @@
+"""Optional compiled kernels for :mod:`emtutor.hmm` (numba), with the numpy code as reference.
+
+The recursions of an HMM are loops over time steps. :mod:`emtutor._forward_backward`
+removes the interpreter from those loops with numpy alone (banded solves, blocked prefix
+products, vectorising across sequences); that is the course's reference implementation, and
+what runs when numba is not installed. With `numba <https://numba.pydata.org>`_ installed
+(``pip install emtutor[fast]``), the two kernels below run instead:
+
+* :func:`posterior_kernel`, the scaled forward-backward recursion of every sequence in one
+  compiled loop: it writes the posterior marginals ``gamma`` and accumulates the expected
+  transition counts ``xi_sum`` during the backward pass, so no ``(T, K, K)`` array and no
+  backward vectors are stored;
+* :func:`viterbi_kernel`, the Viterbi recursion with one ``(T, K)`` array of back-pointers.
+
+They compute the same quantities as the numpy paths, step by step in the same order of
+ideas (emission factors with the largest entry of each step equal to 1, forward vectors
+divided by their sums ``c_t``, backward vectors divided by theirs, posteriors normalised by
+``g_t = sum_k alpha_t(k) beta_t(k)``), and the tests compare the two to 1e-12. Where the
+scaled vectors cannot represent the posterior (``g_t`` below ``1e-300``, or a zero ``c_t``)
+the kernel reports failure and the numpy code, with its log-space fallback, takes over.
+
+Which runs
+----------
+``enabled()`` is true when numba imports and the environment variable
+``EMTUTOR_COMPILED`` is not ``0``. Set ``EMTUTOR_COMPILED=0`` to run the numpy reference
+paths. The first call compiles the kernels (a few seconds; numba caches the machine code
+next to this file, so later sessions load it in milliseconds).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_G_MIN = 1e-300  # as emtutor._forward_backward: smallest acceptable normalised g_t
+
+_kernels = None  # (posterior_kernel, viterbi_kernel) once compiled
+_state = {"checked": False, "available": False}
+
+
+def _numba():
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+def enabled() -> bool:
+    """True if the compiled kernels are used (numba installed, ``EMTUTOR_COMPILED`` not 0)."""
+    if os.environ.get("EMTUTOR_COMPILED", "1").strip() == "0":
+        return False
+    if not _state["checked"]:
+        _state["available"] = _numba() is not None
+        _state["checked"] = True
+    return _state["available"]
+
+
+def _posterior_py(pi, A, E, starts, lengths):
+    """Scaled forward-backward over the sequences ``E[:, s:s + n]`` (state-major E).
+
+    Returns ``(gamma (K, n_obs), xi_sum (K, K), sum_t ln c_t, status)`` with status 0 on
+    success, 1 if the scaled vectors failed (the caller falls back).
+    """
+    K, n_obs = E.shape
+    gamma = np.empty((K, n_obs))
+    alpha = np.empty((n_obs, K))  # the normalised forward vectors, time-major
+    xi_sum = np.zeros((K, K))
+    AT = np.ascontiguousarray(A.T)
+    nxt = np.empty(K)
+    tmp = np.empty(K)
+    beta = np.empty(K)
+    log_c = 0.0
+    scale = 1.0  # running product of the c_t, moved into log_c before it leaves range
+    for s in range(starts.shape[0]):
+        t0 = starts[s]
+        last = t0 + lengths[s] - 1
+        # forward: alpha_t = (alpha_{t-1} A) * E_t / c_t
+        c = 0.0
+        for k in range(K):
+            a = pi[k] * E[k, t0]
+            alpha[t0, k] = a
+            c += a
+        if not c > 0.0:
+            return gamma, xi_sum, 0.0, 1
+        inv = 1.0 / c
+        for k in range(K):
+            alpha[t0, k] *= inv
+        log_c += np.log(c)
+        for t in range(t0 + 1, last + 1):
+            for j in range(K):
+                nxt[j] = 0.0
+            for i in range(K):
+                ai = alpha[t - 1, i]
+                for j in range(K):
+                    nxt[j] += ai * A[i, j]
+            c = 0.0
+            for j in range(K):
+                v = nxt[j] * E[j, t]
+                alpha[t, j] = v
+                c += v
+            if not c > 0.0:
+                return gamma, xi_sum, 0.0, 1
+            inv = 1.0 / c
+            for j in range(K):
+                alpha[t, j] *= inv
+            scale *= c
+            if scale < 1e-280 or scale > 1e280:
+                log_c += np.log(scale)
+                scale = 1.0
+        # backward: beta_{t-1} = A (E_t * beta_t), divided by its sum; at every step
+        # gamma_{t-1} = alpha_{t-1} * beta_{t-1} / g and
+        # xi_t(i, j) = alpha_{t-1}(i) A_ij E_t(j) beta_t(j) / g (g: the sum of either)
+        for k in range(K):
+            beta[k] = 1.0
+            gamma[k, last] = alpha[last, k]  # beta = 1 and sum_k alpha_last(k) = 1
+        for t in range(last, t0, -1):
+            for j in range(K):
+                tmp[j] = E[j, t] * beta[j]
+            for i in range(K):
+                nxt[i] = 0.0
+            for j in range(K):
+                tj = tmp[j]
+                for i in range(K):
+                    nxt[i] += AT[j, i] * tj
+            g = 0.0
+            b = 0.0
+            for i in range(K):
+                g += alpha[t - 1, i] * nxt[i]
+                b += nxt[i]
+            if not (b > 0.0 and g > _G_MIN * b):
+                return gamma, xi_sum, 0.0, 1
+            inv = 1.0 / g
+            for i in range(K):
+                ai = alpha[t - 1, i] * inv
+                gamma[i, t - 1] = ai * nxt[i]
+                for j in range(K):
+                    xi_sum[i, j] += ai * A[i, j] * tmp[j]
+            inv = 1.0 / b
+            for i in range(K):
+                beta[i] = nxt[i] * inv
+    return gamma, xi_sum, log_c + np.log(scale), 0
+
+
+def _viterbi_py(log_pi, log_A, log_E, starts, lengths, back, path, log_prob):
+    """Viterbi for the sequences ``log_E[s:s + n]`` (time-major (n_obs, K)).
+
+    Writes the most probable paths into ``path`` (n_obs,) and ``max_Z ln p(V, Z)`` of each
+    sequence into ``log_prob``; ``back`` (n_obs, K) holds the back-pointers. Ties go to the
+    lowest state index, as with ``numpy.argmax``.
+    """
+    K = log_E.shape[1]
+    delta = np.empty(K)
+    new = np.empty(K)
+    for s in range(starts.shape[0]):
+        t0 = starts[s]
+        last = t0 + lengths[s] - 1
+        for k in range(K):
+            delta[k] = log_pi[k] + log_E[t0, k]
+        for t in range(t0 + 1, last + 1):
+            for j in range(K):
+                best = delta[0] + log_A[0, j]
+                arg = 0
+                for i in range(1, K):
+                    v = delta[i] + log_A[i, j]
+                    if v > best:
+                        best = v
+                        arg = i
+                back[t, j] = arg
+                new[j] = best + log_E[t, j]
+            for j in range(K):
+                delta[j] = new[j]
+        state = 0
+        for k in range(1, K):
+            if delta[k] > delta[state]:
+                state = k
+        log_prob[s] = delta[state]
+        path[last] = state
+        for t in range(last, t0, -1):
+            state = back[t, state]
+            path[t - 1] = state
+
+
+def _compile():
+    global _kernels
+    if _kernels is None:
+        numba = _numba()
+        jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+        _kernels = (jit(_posterior_py), jit(_viterbi_py))
+    return _kernels
+
+
+def posterior_kernel(pi, A, E, starts, lengths):
+    """Compiled E-step of every sequence in ``E`` (K, n_obs): ``(gamma (K, n_obs), xi_sum,
+    sum ln c_t)``, or ``None`` if the scaled vectors failed (then the numpy paths decide
+    what is wrong). Float arrays and ``intp`` ``starts`` and ``lengths`` are expected."""
+    gamma, xi_sum, log_c, status = _compile()[0](pi, A, E, starts, lengths)
+    if status:
+        return None
+    return gamma, xi_sum, log_c
+
+
+def viterbi_kernel(log_pi, log_A, log_E, starts, lengths):
+    """Compiled Viterbi of every sequence in ``log_E`` (n_obs, K): ``(paths (n_obs,),
+    log_prob (N,))``."""
+    log_E = np.ascontiguousarray(log_E, dtype=float)
+    back = np.empty(log_E.shape, dtype=np.int32 if log_E.shape[1] > 127 else np.int8)
+    path = np.empty(log_E.shape[0], dtype=np.intp)
+    log_prob = np.empty(len(starts))
+    _compile()[1](np.ascontiguousarray(log_pi, dtype=float),
+                  np.ascontiguousarray(log_A, dtype=float), log_E,
+                  np.asarray(starts, dtype=np.intp), np.asarray(lengths, dtype=np.intp),
+                  back, path, log_prob)
+    return path, log_prob
