@@ -22,9 +22,10 @@ the kernel reports failure and the numpy code, with its log-space fallback, take
 Which runs
 ----------
 ``enabled()`` is true when numba imports and the environment variable
-``EMTUTOR_COMPILED`` is not ``0``. Set ``EMTUTOR_COMPILED=0`` to run the numpy reference
-paths. The first call compiles the kernels (a few seconds; numba caches the machine code
-next to this file, so later sessions load it in milliseconds).
+``EMTUTOR_COMPILED`` is not ``0`` (read once, at the first E-step or Viterbi call). Set
+``EMTUTOR_COMPILED=0`` before that to run the numpy reference paths. The first call
+compiles the kernels (a few seconds; numba caches the machine code next to this file, so
+later sessions load it in milliseconds).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 _G_MIN = 1e-300  # as emtutor._forward_backward: smallest acceptable normalised g_t
 
 _kernels = None  # (posterior_kernel, viterbi_kernel) once compiled
-_state = {"checked": False, "available": False}
+_state: dict = {}  # "enabled": decided at the first call of enabled()
 
 
 def _numba():
@@ -48,13 +49,14 @@ def _numba():
 
 
 def enabled() -> bool:
-    """True if the compiled kernels are used (numba installed, ``EMTUTOR_COMPILED`` not 0)."""
-    if os.environ.get("EMTUTOR_COMPILED", "1").strip() == "0":
-        return False
-    if not _state["checked"]:
-        _state["available"] = _numba() is not None
-        _state["checked"] = True
-    return _state["available"]
+    """True if the compiled kernels are used: numba imports and ``EMTUTOR_COMPILED`` is not
+    ``0``. Decided once, at the first E-step or Viterbi call of the session (numba is
+    imported then, not with :mod:`emtutor`)."""
+    on = _state.get("enabled")
+    if on is None:
+        on = _state["enabled"] = (os.environ.get("EMTUTOR_COMPILED", "1").strip() != "0"
+                                  and _numba() is not None)
+    return on
 
 
 def _posterior_py(pi, A, E, starts, lengths):

@@ -103,6 +103,9 @@ __all__ = [
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 _TINY = np.finfo(float).tiny
+# Below this many entries (K D T) the Gaussian emission and M-step work on all states in
+# one (K, D, T) array; above, one state at a time keeps the work array small.
+_SMALL_WORK = 1 << 16
 _EMPTY = 10 * np.finfo(float).eps  # expected visits at or below this: the data say nothing
 # One sequence of T steps takes the max-plus scan (viterbi_scan) while T K^2 log2 T is at
 # most this (about T = 4000 for K = 3); beyond, the work of the scan outgrows the numpy
@@ -232,12 +235,11 @@ class Params:
                  covariances=None) -> Params:
         """Parameters computed by the package itself (an M-step): no checks, no copies."""
         self = object.__new__(cls)
-        for name, value in (("startprob", startprob), ("transmat", transmat),
-                            ("emissionprob", emissionprob), ("means", means),
-                            ("covariances", covariances)):
+        for value in (startprob, transmat, emissionprob, means, covariances):
             if value is not None:
                 value.setflags(write=False)
-            object.__setattr__(self, name, value)
+        self.__dict__.update(startprob=startprob, transmat=transmat, emissionprob=emissionprob,
+                             means=means, covariances=covariances)
         return self
 
     @property
@@ -417,7 +419,13 @@ def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray,
     D, T = XT.shape
     K = means.shape[0]
     out = _buffer(ws, "log_emission", (K, T))
-    if cov.ndim == 2:
+    if cov.ndim == 2 and K * D * T <= _SMALL_WORK:  # all states in one pass: fewer calls
+        const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
+        z = XT[None, :, :] - means[:, :, None]
+        z /= np.sqrt(cov)[:, :, None]
+        z *= z
+        z.sum(axis=1, out=out)
+    elif cov.ndim == 2:
         const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
         z = _buffer(ws, "z", (D, T))
         for k in range(K):
@@ -486,7 +494,7 @@ def _factors_from_log(logE: np.ndarray, ws: dict | None = None, in_place: bool =
     """Emission factors and total shift from a state-major (K, T) log emission array
     (written over ``logE`` itself if ``in_place``)."""
     m = logE.max(axis=0)
-    if np.any(np.isneginf(m)):
+    if not m.min() > -np.inf:
         t = int(np.argmax(np.isneginf(m)))
         raise ValueError(
             f"log_emission row {t} is -inf for every state: observation {t} is impossible"
@@ -548,9 +556,13 @@ class _Layout:
         self.cache: dict = {}  # arrays that depend only on the data, kept for a whole fit
         self.lengths = lengths
         self.n_obs = int(lengths.sum())
+        self.groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if lengths.size == 1:  # one sequence
+            self.starts = np.zeros(1, dtype=np.intp)
+            self.uniform = True
+            return
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
         self.uniform = bool(np.all(lengths == lengths[0]))
-        self.groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if self.uniform:
             return
         order = np.argsort(-lengths, kind="stable")
@@ -1396,78 +1408,68 @@ def _symbol_counts(X, gamma, layout: _Layout, K: int, M: int) -> np.ndarray:
     return _of_posterior(layout, "counts", compute)
 
 
-def _expected_complete(q: _Posterior, theta: Params, X: np.ndarray, layout: _Layout) -> float:
-    """``Q(theta; q) = E_q[ln p(V, Z | theta)]`` from the expected statistics of ``q``.
-
-    The start and transition terms use the first-step posteriors and ``xi_sum``; the
-    emission term ``sum_t sum_k gamma_tk ln p(x_t | k)`` uses the posterior-weighted symbol
-    counts (categorical) or the weighted sums of ``x`` and of ``x x^T`` about the data mean
-    (Gaussian), so it costs a few products over the data, not a pass per state.
-    """
-    gamma = q.gamma
-    cache = layout.cache
-    stats = cache.get("q_stats")
-    token = cache.get("estep")  # set by fit at every E-step: the statistics are q's
-    if stats is None or token is None or stats[0] is not token:
-        first = _first_posteriors(gamma, layout)
-        nk = None
-        if theta.emission == "categorical":
-            counts = _symbol_counts(X, gamma, layout, *theta.emissionprob.shape)
-            weights = np.concatenate([first, q.xi_sum.ravel(), counts.ravel()])
-            emis = ()
-        else:
-            weights = np.concatenate([first, q.xi_sum.ravel()])
-            centre = cache.get("centre")
-            if centre is None:
-                mean = X.mean(axis=0)
-                centre = cache["centre"] = (mean, X - mean)
-            mean, Xc = centre
-            nk = gamma.sum(axis=1)
-            S1 = gamma @ Xc  # (K, D)
-            if theta.covariance_type == "diag":
-                X2 = cache.get("Xc2")
-                if X2 is None:
-                    X2 = cache["Xc2"] = Xc * Xc
-                S2 = gamma @ X2
-            else:
-                D = Xc.shape[1]
-                XX = cache.get("XcXc")
-                if XX is None:  # the outer products x x^T as rows of length D^2
-                    XX = cache["XcXc"] = (Xc[:, :, None] * Xc[:, None, :]).reshape(-1, D * D)
-                S2 = (gamma @ XX).reshape(-1, D, D)
-            emis = (mean, S1, S2)
-        stats = cache["q_stats"] = (token, weights, nk, emis)
-    weights, nk, emis = stats[1], stats[2], stats[3]
-    # the logs of theta's probabilities, in the order of the weights (kept for the two
-    # parameter sets of an iteration: theta_old and theta_new)
-    logs = cache.setdefault("theta_logs", {})
-    entry = logs.get(id(theta))
-    if entry is None or entry[0] is not theta:
+def _probability_logs(theta: Params) -> np.ndarray:
+    """The logs of ``theta``'s probabilities in the order of ``_expected_complete``'s
+    weights (start, transitions, categorical emissions), kept on the (read-only) ``theta``:
+    the bound of an iteration needs those of ``theta_new``, and the next one those of the
+    same parameters as ``theta_old``."""
+    logs = theta.__dict__.get("_probability_logs")
+    if logs is None:
         parts = [theta.startprob, theta.transmat.ravel()]
         if theta.emission == "categorical":
             parts.append(theta.emissionprob.ravel())
-        if len(logs) > 2:
-            logs.clear()
-        entry = logs[id(theta)] = (theta, _log(np.concatenate(parts)))
-    # sum of weight * log, with 0 * ln 0 = 0
-    total = float(weights @ np.where(weights > 0, entry[1], 0.0))
+        logs = _log(np.concatenate(parts))
+        logs.setflags(write=False)
+        object.__setattr__(theta, "_probability_logs", logs)
+    return logs
+
+
+def _expected_complete(q: _Posterior, thetas: tuple[Params, ...], X: np.ndarray,
+                       layout: _Layout, XT: np.ndarray | None = None) -> np.ndarray:
+    """``Q(theta; q) = E_q[ln p(V, Z | theta)]`` for each of ``thetas``, from the expected
+    statistics of ``q``.
+
+    The start and transition terms use the first-step posteriors and ``xi_sum``; the
+    emission term ``sum_t sum_k gamma_tk ln p(x_t | k)`` uses the posterior-weighted symbol
+    counts (categorical) or the weighted means and scatters of :func:`_moments`, which the
+    M-step has computed from the same posterior (Gaussian), so it costs no pass over the
+    data. The parameter sets are stacked, so the bound's two (``theta_new`` and
+    ``theta_old``) cost one evaluation.
+    """
+    gamma = q.gamma
+    theta = thetas[0]
+
+    def weights():
+        first = _first_posteriors(gamma, layout)
+        if theta.emission == "categorical":
+            counts = _symbol_counts(X, gamma, layout, *theta.emissionprob.shape)
+            return np.concatenate([first, q.xi_sum.ravel(), counts.ravel()])
+        return np.concatenate([first, q.xi_sum.ravel()])
+
+    w = _of_posterior(layout, "q_weights", weights)
+    logs = np.array([_probability_logs(t) for t in thetas])
+    total = np.where(w > 0, logs, 0.0) @ w
     if theta.emission == "categorical":
         return total
-    mean, S1, S2 = emis
-    mu = theta.means - mean
-    D = mu.shape[1]
-    cov = theta.covariances
-    if theta.covariance_type == "diag":
-        # sum_t gamma_tk (x_t - mu_k)^2 / var_k = (S2 - 2 mu S1 + n mu^2) / var
-        quad = ((S2 - 2.0 * mu * S1 + nk[:, None] * mu * mu) / cov).sum(axis=1)
-        logdet = np.log(cov).sum(axis=1)
+    nk = _of_posterior(layout, "nk", lambda: gamma.sum(axis=1))
+    diag = theta.covariance_type == "diag"
+    if XT is None:
+        XT = np.ascontiguousarray(X.T)
+    mu, S = _of_posterior(layout, "moments", lambda: _moments(X, XT, gamma, nk, diag))
+    # np.array, not np.stack: it stacks a few small arrays at a fraction of the cost
+    diff = mu - np.array([t.means for t in thetas])  # (n, K, D)
+    D = diff.shape[2]
+    cov = np.array([t.covariances for t in thetas])
+    if diag:
+        # sum_t gamma_tk (x_t - m_k)^2 / var_k = (S_k + n_k (mu_k - m_k)^2) / var_k
+        quad = ((S + nk[:, None] * diff * diff) / cov).sum(axis=2)
+        logdet = np.log(cov).sum(axis=2)
     else:
-        scatter = (S2 - np.einsum("ki,kj->kij", mu, S1) - np.einsum("ki,kj->kij", S1, mu)
-                   + nk[:, None, None] * np.einsum("ki,kj->kij", mu, mu))
+        scatter = S + nk[:, None, None] * (diff[..., :, None] * diff[..., None, :])
         chol = np.linalg.cholesky(cov)
-        quad = np.einsum("kii->k", np.linalg.solve(cov, scatter))
-        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    return total + float(np.sum(-0.5 * (nk * (D * _LOG_2PI + logdet) + quad)))
+        quad = np.trace(np.linalg.solve(cov, scatter), axis1=-2, axis2=-1)
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+    return total + (-0.5 * (nk * (D * _LOG_2PI + logdet) + quad)).sum(axis=1)
 
 
 class _CollapsedState(ValueError):
@@ -1483,6 +1485,32 @@ class _CollapsedState(ValueError):
             "posterior mass sits on too few distinct points. Use min_covar > 0 (the default "
             "is 1e-6) or fewer states"
         )
+
+
+def _moments(X, XT, gamma, nk, diag: bool):
+    """The posterior-weighted means ``mu_k = sum_t gamma_tk x_t / n_k`` and scatters about
+    them, ``S_k = sum_t gamma_tk (x_t - mu_k)(x_t - mu_k)^T`` (their diagonals if ``diag``):
+    the M-step divides ``S_k`` by ``n_k``, and the bound uses, for any mean ``m``,
+    ``sum_t gamma_tk (x_t - m)(x_t - m)^T = S_k + n_k (mu_k - m)(mu_k - m)^T``.
+    """
+    K = gamma.shape[0]
+    mu = (gamma @ X) / np.where(nk > 0, nk, 1.0)[:, None]
+    D, T = XT.shape
+    if diag and K * XT.size <= _SMALL_WORK:  # all states in one pass: fewer calls
+        d = XT[None, :, :] - mu[:, :, None]
+        d *= d
+        return mu, np.matmul(d, gamma[:, :, None])[:, :, 0]
+    S = np.empty((K, D) if diag else (K, D, D))
+    for k in range(K):
+        d = XT - mu[k][:, None]
+        if diag:
+            d *= d
+            S[k] = d @ gamma[k]
+        else:
+            S[k] = (d * gamma[k]) @ d.T
+    if not diag:
+        S = 0.5 * (S + np.swapaxes(S, 1, 2))
+    return mu, S
 
 
 def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
@@ -1507,9 +1535,10 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
         counts = _symbol_counts(X, gamma, layout, K, old.emissionprob.shape[1])
         nk = counts.sum(axis=1)
     else:
-        nk = gamma.sum(axis=1)
+        nk = _of_posterior(layout, "nk", lambda: gamma.sum(axis=1))
     keep = nk <= _EMPTY
-    if keep.any():
+    empty = bool(keep.any())
+    if empty:
         warnings.warn(
             f"state(s) {np.flatnonzero(keep).tolist()} received a total posterior probability "
             "<= 10 eps in the M-step; they keep their previous emission parameters",
@@ -1519,36 +1548,33 @@ def _m_step(X, gamma, xi_sum, layout: _Layout, old: Params, min_covar: float,
     safe = np.where(keep, 1.0, nk)
     if old.emission == "categorical":
         B = counts / safe[:, None]
-        if keep.any():
+        if empty:
             B[keep] = old.emissionprob[keep]
         return Params._trusted(startprob, transmat, emissionprob=B)
-    means = np.where(keep[:, None], old.means, (gamma @ X) / safe[:, None])
     if XT is None:
         XT = np.ascontiguousarray(X.T)
+    mu, S = _of_posterior(layout, "moments", lambda: _moments(
+        X, XT, gamma, nk, old.covariance_type == "diag"))
+    means = mu.copy()
+    if empty:
+        means[keep] = old.means[keep]
     if old.covariance_type == "diag":
-        cov = np.empty_like(means)
-        for k in range(K):
-            d = XT - means[k][:, None]
-            d *= d
-            cov[k] = d @ gamma[k]
-        cov /= safe[:, None]
-        cov = np.maximum(cov, min_covar)
-        cov[keep] = old.covariances[keep]
-        if not np.all(cov > 0):  # only possible with min_covar = 0 (NaN fails the test too)
+        cov = np.maximum(S / safe[:, None], min_covar)
+        if empty:
+            cov[keep] = old.covariances[keep]
+        if not (cov > 0).all():  # only possible with min_covar = 0 (NaN fails the test too)
             k, d = (int(i) for i in np.argwhere(~(cov > 0))[0])
             raise _CollapsedState(k, f"variance {cov[k, d]:.3g} in dimension {d}")
     else:
-        D = means.shape[1]
-        cov = np.empty((K, D, D))
-        for k in range(K):
-            d = XT - means[k][:, None]
-            cov[k] = (d * gamma[k]) @ d.T / safe[k]
-            cov[k] = 0.5 * (cov[k] + cov[k].T)
-            w, v = np.linalg.eigh(cov[k])
-            if w.min() < min_covar:  # floor the eigenvalues
-                cov[k] = (v * np.maximum(w, min_covar)) @ v.T
-                cov[k] = 0.5 * (cov[k] + cov[k].T)
-        cov[keep] = old.covariances[keep]
+        cov = S / safe[:, None, None]
+        w, v = np.linalg.eigh(cov)
+        low = w.min(axis=1) < min_covar
+        if low.any():  # floor the eigenvalues
+            floored = (v[low] * np.maximum(w[low], min_covar)[:, None, :]) @ np.swapaxes(
+                v[low], 1, 2)
+            cov[low] = 0.5 * (floored + np.swapaxes(floored, 1, 2))
+        if empty:
+            cov[keep] = old.covariances[keep]
         if min_covar == 0:
             for k in range(K):
                 try:
@@ -1897,8 +1923,8 @@ def fit(
             # for the posterior q at theta_q: both Q from the expected statistics of q
             if theta is q.theta:
                 return q.log_likelihood
-            return (_expected_complete(q, theta, X, layout) - _expected_complete(
-                q, q.theta, X, layout) + q.log_likelihood)
+            Q_new, Q_old = _expected_complete(q, (theta, q.theta), X, layout, XT)
+            return float(Q_new - Q_old + q.log_likelihood)
 
         res = _em_run(params, posterior, m_step, log_likelihood, elbo=bound, tol=tol,
                       max_iter=max_iter)
