@@ -15,7 +15,8 @@ what runs when numba is not installed. With `numba <https://numba.pydata.org>`_ 
 They compute the same quantities as the numpy paths, step by step in the same order of
 ideas (emission factors with the largest entry of each step equal to 1, forward vectors
 divided by their sums ``c_t``, backward vectors divided by theirs, posteriors normalised by
-``g_t = sum_k alpha_t(k) beta_t(k)``), and the tests compare the two to 1e-12. Where the
+``g_t = sum_k alpha_t(k) beta_t(k)``); ``tests/test_hmm_compiled.py`` compares the two
+paths, brute-force enumeration and a log-space recursion to 1e-12. Where the
 scaled vectors cannot represent the posterior (``g_t`` below ``1e-300``, or a zero ``c_t``)
 the kernel reports failure and the numpy code, with its log-space fallback, takes over.
 
@@ -188,30 +189,63 @@ def _compile():
     global _kernels
     if _kernels is None:
         numba = _numba()
-        jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-        _kernels = (jit(_posterior_py), jit(_viterbi_py))
+        options = dict(nogil=True, error_model="numpy")
+        try:
+            jit = numba.njit(cache=True, **options)
+            _kernels = (jit(_posterior_py), jit(_viterbi_py))
+        except RuntimeError:  # no writable place for the cache: compile in every session
+            jit = numba.njit(**options)
+            _kernels = (jit(_posterior_py), jit(_viterbi_py))
     return _kernels
+
+
+def _frozen(a, dtype) -> np.ndarray:
+    """A read-only, C-contiguous view (a copy only if needed): every call then has the same
+    argument types, so numba compiles one machine-code version per kernel, not one per mix
+    of writable and read-only inputs."""
+    a = np.ascontiguousarray(a, dtype=dtype).view()
+    a.setflags(write=False)
+    return a
+
+
+def _call(which: int, *args):
+    """Run kernel ``which``; if numba fails to compile it, switch the kernels off (the numpy
+    paths then run) and return None."""
+    try:
+        return _compile()[which](*args)
+    except Exception as exc:  # numba's errors have no common base class
+        import numba  # enabled() has imported it already
+
+        if not isinstance(exc, (numba.core.errors.NumbaError, RuntimeError)):
+            raise
+        _state["enabled"] = False
+        import warnings
+
+        warnings.warn(f"numba could not compile emtutor's kernels, the numpy paths run "
+                      f"instead: {exc}", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def posterior_kernel(pi, A, E, starts, lengths):
     """Compiled E-step of every sequence in ``E`` (K, n_obs): ``(gamma (K, n_obs), xi_sum,
     sum ln c_t)``, or ``None`` if the scaled vectors failed (then the numpy paths decide
-    what is wrong). Float arrays and ``intp`` ``starts`` and ``lengths`` are expected."""
-    gamma, xi_sum, log_c, status = _compile()[0](pi, A, E, starts, lengths)
-    if status:
+    what is wrong)."""
+    found = _call(0, _frozen(pi, float), _frozen(A, float), _frozen(E, float),
+                  _frozen(starts, np.intp), _frozen(lengths, np.intp))
+    if found is None or found[3]:
         return None
-    return gamma, xi_sum, log_c
+    return found[0], found[1], found[2]
 
 
 def viterbi_kernel(log_pi, log_A, log_E, starts, lengths):
     """Compiled Viterbi of every sequence in ``log_E`` (n_obs, K): ``(paths (n_obs,),
-    log_prob (N,))``."""
-    log_E = np.ascontiguousarray(log_E, dtype=float)
-    back = np.empty(log_E.shape, dtype=np.int32 if log_E.shape[1] > 127 else np.int8)
-    path = np.empty(log_E.shape[0], dtype=np.intp)
+    log_prob (N,))``, or ``None`` if the kernels could not be compiled."""
+    n_obs, K = np.shape(log_E)
+    back = np.empty((n_obs, K), dtype=np.int32 if K > 127 else np.int8)
+    path = np.empty(n_obs, dtype=np.intp)
     log_prob = np.empty(len(starts))
-    _compile()[1](np.ascontiguousarray(log_pi, dtype=float),
-                  np.ascontiguousarray(log_A, dtype=float), log_E,
-                  np.asarray(starts, dtype=np.intp), np.asarray(lengths, dtype=np.intp),
-                  back, path, log_prob)
+    done = _call(1, _frozen(log_pi, float), _frozen(log_A, float), _frozen(log_E, float),
+                 _frozen(starts, np.intp), _frozen(lengths, np.intp), back, path, log_prob)
+    if done is None and not _state["enabled"]:
+        return None
     return path, log_prob

@@ -2,6 +2,11 @@
 
 Which path runs when
 --------------------
+With numba installed, :mod:`emtutor._compiled` runs the E-step and Viterbi as compiled
+loops and comes here only when its scaled vectors fail (then the fallbacks below decide);
+without numba, or with ``EMTUTOR_COMPILED=0``, the numpy paths of this module run, and
+they are the reference the compiled kernels are tested against.
+
 Every path computes the same posterior (to rounding; the tests force each one on small
 problems and compare it with brute-force enumeration, a log-space reference and
 hmmlearn). :func:`posterior` (the E-step of :func:`emtutor.hmm.fit`, ``score``,

@@ -14,15 +14,19 @@ rows sum to 1) and an emission distribution per state, either
 * :func:`log_emission` gives the ``(T, K)`` array ``ln p(x_t | z_t = k)``;
 * :func:`forward_backward` is the E-step: posterior marginals ``gamma``, expected transition
   counts ``xi_sum`` and ``ln p(V | theta)``, exact for sequences of any length (scaled
-  recursions). The algorithm is chosen by size (``emtutor._forward_backward`` says which
-  runs when): two banded triangular solves for one short sequence (homework sizes), a
+  recursions). With numba installed it runs as one compiled loop over every sequence
+  (``emtutor._compiled``; ``EMTUTOR_COMPILED=0`` switches it off), which hands over to the
+  numpy paths below in the rare cases where scaled vectors cannot represent the posterior.
+  The numpy paths are the reference, chosen by size (``emtutor._forward_backward`` says
+  which runs when): two banded triangular solves for one short sequence (homework sizes), a
   blocked scheme of prefix products for long chains with few states, the plain
   recursion (one product per time step, both directions at once) for many states or
   many short sequences, and per-step normalised and log-space fallbacks for the extreme
   cases;
 * :func:`m_step` is the closed-form M-step from those expected counts;
-* :func:`viterbi` gives the most probable path (a max-plus scan for one short sequence,
-  the blocked max-plus scheme for long ones, one step at a time across many sequences);
+* :func:`viterbi` gives the most probable path (compiled with numba; otherwise a max-plus
+  scan for one short sequence, the blocked max-plus scheme for long ones, one step at a
+  time across many sequences);
 * :func:`chain_posterior`, :func:`posterior_entropy`, :func:`expected_complete_loglik`,
   :func:`elbo`, :func:`kl_to_posterior` and :func:`decompose` write the course's identities
   ``ln p(V | theta) = L(q, theta) + KL(q || p(Z | V, theta))`` (equation :eq:`eq-elbo-kl`) and
@@ -798,11 +802,11 @@ def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
     """
     _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
     T = lE.shape[0]
-    if _compiled.enabled():
-        path, log_prob = _compiled.viterbi_kernel(ls, lA, lE, [0], [T])
-        if not np.isfinite(log_prob[0]):
+    found = _compiled.viterbi_kernel(ls, lA, lE, [0], [T]) if _compiled.enabled() else None
+    if found is not None:
+        if not np.isfinite(found[1][0]):
             raise ValueError(_IMPOSSIBLE)
-        return Viterbi(path, float(log_prob[0]))
+        return Viterbi(found[0], float(found[1][0]))
     paths, log_prob = _viterbi_group(ls, lA, lE[None])
     return Viterbi(paths[0], float(log_prob[0]))
 
@@ -1220,11 +1224,12 @@ def predict(X, params: Params, lengths=None) -> np.ndarray:
         logE = _gaussian_log_emission(XT, params.means, params.covariances).T
     ls, lA = params.log_startprob, params.log_transmat
     K = params.n_states
-    if _compiled.enabled():
-        path, log_prob = _compiled.viterbi_kernel(ls, lA, logE, layout.starts, layout.lengths)
-        if not np.all(np.isfinite(log_prob)):
+    found = (_compiled.viterbi_kernel(ls, lA, logE, layout.starts, layout.lengths)
+             if _compiled.enabled() else None)
+    if found is not None:
+        if not np.all(np.isfinite(found[1])):
             raise ValueError(_IMPOSSIBLE)
-        return path
+        return found[0]
     if layout.uniform:
         N, T = layout.lengths.size, int(layout.lengths[0])
         paths, _ = _viterbi_group(ls, lA, logE.reshape(N, T, K))

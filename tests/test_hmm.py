@@ -8,13 +8,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
+from emtutor import _compiled, hmm
 from emtutor import _forward_backward as fbm
-from emtutor import hmm
 from emtutor.em import EmptyComponentWarning, LikelihoodDecreaseWarning
 from emtutor.hmm import Params
 from emtutor.testing import assert_monotone
 
 pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture(scope="module", autouse=True, params=["compiled", "numpy"])
+def e_step_path(request):
+    """Every test of this file runs twice: with the compiled kernels of
+    ``emtutor._compiled`` and with the numpy reference paths (module scope, so that the
+    hypothesis tests run under both as well)."""
+    saved = _compiled.enabled()
+    if request.param == "compiled" and not saved:
+        pytest.skip("numba is not installed, so the compiled kernels cannot run")
+    _compiled._state["enabled"] = request.param == "compiled"
+    yield request.param
+    _compiled._state["enabled"] = saved
 
 
 # ------------------------------------------------------------------------------ references

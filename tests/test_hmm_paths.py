@@ -1,6 +1,7 @@
 """Every computational path of emtutor.hmm, forced on small problems, against references.
 
-The E-step and Viterbi choose their algorithm by size (see ``emtutor._forward_backward``):
+Without the optional compiled kernels (switched off here), the E-step and Viterbi choose
+their algorithm by size (see ``emtutor._forward_backward``):
 the blocked forward-backward with any block length (one block is the plain recursion),
 its fallback to the per-step normalised recursion and then to log space, and for Viterbi
 the max-plus scan, the step-by-step recursion and the blocked max-plus scheme. Each one
@@ -11,8 +12,8 @@ independently in ``tests/test_hmm.py``, or hmmlearn, whatever the size would cho
 import numpy as np
 import pytest
 
+from emtutor import _compiled, hmm
 from emtutor import _forward_backward as fbm
-from emtutor import hmm
 from emtutor.hmm import Params
 from tests.test_hmm import (
     CAT,
@@ -26,6 +27,15 @@ from tests.test_hmm import (
 )
 
 pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture(autouse=True)
+def numpy_paths(monkeypatch):
+    """This file is about the numpy paths, so the compiled kernels (which ``hmm.fit``,
+    ``viterbi`` and ``predict`` would otherwise take when numba is installed) are off;
+    ``tests/test_hmm_compiled.py`` compares the two."""
+    _compiled.enabled()
+    monkeypatch.setitem(_compiled._state, "enabled", False)
 
 
 def _factors(lE):
