@@ -59,6 +59,9 @@ class Case:
     note: str = ""
     memory_goal: bool = False  # emtutor's peak memory must not exceed the peer's
     extra: dict[str, Any] = field(default_factory=dict)
+    # explain(problem, ours_ms, peer_ms) -> str: for a row whose goal is not met, a
+    # measurement (made in the same run) of what stands in the way and what it would take
+    explain: Callable[[Any, float, float], str] | None = None
 
 
 def _peak_mib(run: Callable[[Any], float], problem: Any) -> float:
@@ -98,6 +101,9 @@ def measure(case: Case, repeats: int | None = None) -> dict[str, Any]:
     ok = ratio >= case.goal
     if case.memory_goal:
         ok = ok and memory["emtutor"] <= memory[fastest]
+    why = ""
+    if not ok and case.explain is not None:
+        why = case.explain(problem, best["emtutor"], best[fastest])
     return {
         "best": best,
         "median": median,
@@ -106,6 +112,7 @@ def measure(case: Case, repeats: int | None = None) -> dict[str, Any]:
         "ratio": ratio,
         "ok": ok,
         "value": ref,
+        "why": why,
     }
 
 
@@ -123,7 +130,19 @@ def _print_row(case: Case, row: dict[str, Any]) -> None:
         f"same final value {row['value']:.10g}: {verdict}"
         + (f"  [{case.note}]" if case.note else "")
     )
+    if row["why"]:
+        print(f"  why: {row['why']}")
     sys.stdout.flush()
+
+
+def _simd() -> str:
+    """The widest vector instructions of the processor (numpy's SIMD exp needs AVX-512)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return "vector extensions unknown"
+    return next((name for name in ("avx512f", "avx2", "sse4_2") if name in flags), "no AVX")
 
 
 def all_cases() -> list[Case]:
@@ -153,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if (c.quick or not args.quick) and args.only.lower() in c.name.lower()
     ]
     print(
-        f"{os.cpu_count()} CPUs, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')},"
+        f"{os.cpu_count()} CPUs ({_simd()}), "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')},"
         f" {len(cases)} rows, same final value to {RTOL:g} checked on every row"
     )
     start = time.perf_counter()
