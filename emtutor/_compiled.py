@@ -37,7 +37,7 @@ import numpy as np
 
 _G_MIN = 1e-300  # as emtutor._forward_backward: smallest acceptable normalised g_t
 
-_kernels = None  # (posterior_kernel, viterbi_kernel) once compiled
+_kernels = None  # the compiled (posterior, viterbi) kernels, once compiled
 _state: dict = {}  # "enabled": decided at the first call of enabled()
 
 
@@ -79,25 +79,18 @@ def _posterior_py(pi, A, E, starts, lengths):
     for s in range(starts.shape[0]):
         t0 = starts[s]
         last = t0 + lengths[s] - 1
-        # forward: alpha_t = (alpha_{t-1} A) * E_t / c_t
-        c = 0.0
-        for k in range(K):
-            a = pi[k] * E[k, t0]
-            alpha[t0, k] = a
-            c += a
-        if not c > 0.0:
-            return gamma, xi_sum, 0.0, 1
-        inv = 1.0 / c
-        for k in range(K):
-            alpha[t0, k] *= inv
-        log_c += np.log(c)
-        for t in range(t0 + 1, last + 1):
-            for j in range(K):
-                nxt[j] = 0.0
-            for i in range(K):
-                ai = alpha[t - 1, i]
+        # forward: alpha_t = (alpha_{t-1} A) * E_t / c_t, with alpha_{-1} A read as pi
+        for t in range(t0, last + 1):
+            if t == t0:
                 for j in range(K):
-                    nxt[j] += ai * A[i, j]
+                    nxt[j] = pi[j]
+            else:
+                for j in range(K):
+                    nxt[j] = 0.0
+                for i in range(K):
+                    ai = alpha[t - 1, i]
+                    for j in range(K):
+                        nxt[j] += ai * A[i, j]
             c = 0.0
             for j in range(K):
                 v = nxt[j] * E[j, t]
@@ -151,7 +144,7 @@ def _viterbi_py(log_pi, log_A, log_E, starts, lengths, back, path, log_prob):
 
     Writes the most probable paths into ``path`` (n_obs,) and ``max_Z ln p(V, Z)`` of each
     sequence into ``log_prob``; ``back`` (n_obs, K) holds the back-pointers. Ties go to the
-    lowest state index, as with ``numpy.argmax``.
+    lowest state index, as with ``numpy.argmax``. Returns 0 (status, as the other kernel).
     """
     K = log_E.shape[1]
     delta = np.empty(K)
@@ -183,19 +176,22 @@ def _viterbi_py(log_pi, log_A, log_E, starts, lengths, back, path, log_prob):
         for t in range(last, t0, -1):
             state = back[t, state]
             path[t - 1] = state
+    return 0
 
 
 def _compile():
     global _kernels
     if _kernels is None:
         numba = _numba()
-        options = dict(nogil=True, error_model="numpy")
+
+        def build(cache: bool):
+            jit = numba.njit(cache=cache, nogil=True, error_model="numpy")
+            return jit(_posterior_py), jit(_viterbi_py)
+
         try:
-            jit = numba.njit(cache=True, **options)
-            _kernels = (jit(_posterior_py), jit(_viterbi_py))
+            _kernels = build(cache=True)
         except RuntimeError:  # no writable place for the cache: compile in every session
-            jit = numba.njit(**options)
-            _kernels = (jit(_posterior_py), jit(_viterbi_py))
+            _kernels = build(cache=False)
     return _kernels
 
 
@@ -228,8 +224,10 @@ def _call(which: int, *args):
 
 def posterior_kernel(pi, A, E, starts, lengths):
     """Compiled E-step of every sequence in ``E`` (K, n_obs): ``(gamma (K, n_obs), xi_sum,
-    sum ln c_t)``, or ``None`` if the scaled vectors failed (then the numpy paths decide
-    what is wrong)."""
+    sum ln c_t)``, or ``None`` if the kernels are off or the scaled vectors failed (then the
+    numpy paths run, and decide what is wrong)."""
+    if not enabled():
+        return None
     found = _call(0, _frozen(pi, float), _frozen(A, float), _frozen(E, float),
                   _frozen(starts, np.intp), _frozen(lengths, np.intp))
     if found is None or found[3]:
@@ -239,13 +237,13 @@ def posterior_kernel(pi, A, E, starts, lengths):
 
 def viterbi_kernel(log_pi, log_A, log_E, starts, lengths):
     """Compiled Viterbi of every sequence in ``log_E`` (n_obs, K): ``(paths (n_obs,),
-    log_prob (N,))``, or ``None`` if the kernels could not be compiled."""
+    log_prob (N,))``, or ``None`` if the kernels are off (then the numpy paths run)."""
+    if not enabled():
+        return None
     n_obs, K = np.shape(log_E)
     back = np.empty((n_obs, K), dtype=np.int32 if K > 127 else np.int8)
     path = np.empty(n_obs, dtype=np.intp)
     log_prob = np.empty(len(starts))
     done = _call(1, _frozen(log_pi, float), _frozen(log_A, float), _frozen(log_E, float),
                  _frozen(starts, np.intp), _frozen(lengths, np.intp), back, path, log_prob)
-    if done is None and not _state["enabled"]:
-        return None
-    return path, log_prob
+    return None if done is None else (path, log_prob)

@@ -53,6 +53,7 @@ __all__ = [
     "ROUNDING_BUDGET",
     "cholesky",
     "covariance_type_of",
+    "emptied",
     "expected_complete_loglik",
     "factors",
     "feature_blocks",
@@ -503,6 +504,15 @@ def moments_of_statistics(stats: np.ndarray, d: int, covariance_type: str, reg: 
     return totals, means, scatter, cancels
 
 
+def emptied(totals: np.ndarray, means: np.ndarray, scatter: np.ndarray) -> np.ndarray:
+    """The mask of empty components (``N_k <= EMPTY``), whose means and scatter are set to
+    zero in place (their statistics are rounding noise)."""
+    empty = ~(totals > EMPTY)
+    scatter[empty] = 0.0
+    means[empty] = 0.0
+    return empty
+
+
 def moments(
     T: np.ndarray | None, X: np.ndarray, resp: np.ndarray, covariance_type: str, reg, *,
     blocked: bool = False,
@@ -529,9 +539,7 @@ def moments(
         two_pass = np.ones(k, dtype=bool)
     else:
         totals, means, scatter, two_pass = _one_pass(T, d, resp, covariance_type, reg)
-    empty = ~(totals > EMPTY)
-    scatter[empty] = 0.0
-    means[empty] = 0.0
+    empty = emptied(totals, means, scatter)
     ks = np.flatnonzero(two_pass & ~empty)
     if ks.size:
         scatter[ks] = _two_pass_scatter(X.T, resp, totals, means, ks, covariance_type)

@@ -451,12 +451,22 @@ class _Problem:
             raise RuntimeError("m_step expects the responsibilities of the last e_step")
         self.iteration += 1
         m = self.moments(resp)
-        _warn_empty(m, f"at iteration {self.iteration}")
+        theta = self.maximise(m, theta_old, f"at iteration {self.iteration}",
+                              f"after M-step {self.iteration}")
+        self._moments = (resp, m, theta_old, ll_old)
+        return theta
+
+    def maximise(self, m: _g.Moments, theta_old: Params, empty_when: str, check_when: str,
+                 stacklevel: int = 5) -> Params:
+        """The parameters maximising Q (plus the log prior) for the moments ``m``: weights,
+        ``reg_covar`` and priors by :func:`emtutor._gaussian.params_from_moments`, an empty
+        component keeping ``theta_old``'s parameters (with an ``EmptyComponentWarning``
+        naming ``empty_when``), and the covariances checked (``check_when``)."""
+        _warn_empty(m, empty_when, stacklevel=stacklevel)
         theta = Params(
             *_g.params_from_moments(m, self.reg, *theta_old[1:], prior=self.scaled_prior)
         )
-        self.check_covariances(theta, f"after M-step {self.iteration}")
-        self._moments = (resp, m, theta_old, ll_old)
+        self.check_covariances(theta, check_when)
         return theta
 
     def elbo(self, resp: np.ndarray, theta: Params) -> float:

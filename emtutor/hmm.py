@@ -423,14 +423,14 @@ def _gaussian_log_emission(XT: np.ndarray, means: np.ndarray, cov: np.ndarray,
     D, T = XT.shape
     K = means.shape[0]
     out = _buffer(ws, "log_emission", (K, T))
-    if cov.ndim == 2 and K * D * T <= _SMALL_WORK:  # all states in one pass: fewer calls
+    if cov.ndim == 2:
         const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
+    if cov.ndim == 2 and K * D * T <= _SMALL_WORK:  # all states in one pass: fewer calls
         z = XT[None, :, :] - means[:, :, None]
         z /= np.sqrt(cov)[:, :, None]
         z *= z
         z.sum(axis=1, out=out)
     elif cov.ndim == 2:
-        const = -0.5 * (D * _LOG_2PI + np.log(cov).sum(axis=1))
         z = _buffer(ws, "z", (D, T))
         for k in range(K):
             np.subtract(XT, means[k][:, None], out=z)
@@ -608,11 +608,10 @@ def _estep(E: np.ndarray, shift: float, startprob, transmat, layout: _Layout, lo
     returned posteriors live in it).
     """
     K = startprob.size
-    if _compiled.enabled():  # numba installed: one compiled pass over every sequence
-        found = _compiled.posterior_kernel(startprob, transmat, E, layout.starts,
-                                           layout.lengths)
-        if found is not None:
-            return found[0], found[1], found[2] + shift
+    # numba installed: one compiled pass over every sequence
+    found = _compiled.posterior_kernel(startprob, transmat, E, layout.starts, layout.lengths)
+    if found is not None:
+        return found[0], found[1], found[2] + shift
     gamma = None if layout.uniform else _buffer(ws, "gamma", (K, layout.n_obs))
     xi_sum = np.zeros((K, K))
     log_c = 0.0
@@ -766,9 +765,14 @@ def _viterbi_group(ls, lA, log_E, lengths=None):
                 paths[n, :Tn], log_prob[n] = p[0], lp[0]
     else:
         paths, log_prob = viterbi_batch(ls, lA, log_E, lengths)
+    return paths, _possible(log_prob)
+
+
+def _possible(log_prob: np.ndarray) -> np.ndarray:
+    """``log_prob``, the best paths' log-probabilities; ValueError if one is not finite."""
     if not np.all(np.isfinite(log_prob)):
         raise ValueError(_IMPOSSIBLE)
-    return paths, log_prob
+    return log_prob
 
 
 def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
@@ -801,12 +805,9 @@ def viterbi(log_startprob, log_transmat, log_emission) -> Viterbi:
     [0 0 0] -2.821191
     """
     _, _, ls, lA, lE = _check_log_model(log_startprob, log_transmat, log_emission)
-    T = lE.shape[0]
-    found = _compiled.viterbi_kernel(ls, lA, lE, [0], [T]) if _compiled.enabled() else None
+    found = _compiled.viterbi_kernel(ls, lA, lE, [0], [lE.shape[0]])
     if found is not None:
-        if not np.isfinite(found[1][0]):
-            raise ValueError(_IMPOSSIBLE)
-        return Viterbi(found[0], float(found[1][0]))
+        return Viterbi(found[0], float(_possible(found[1])[0]))
     paths, log_prob = _viterbi_group(ls, lA, lE[None])
     return Viterbi(paths[0], float(log_prob[0]))
 
@@ -1224,11 +1225,9 @@ def predict(X, params: Params, lengths=None) -> np.ndarray:
         logE = _gaussian_log_emission(XT, params.means, params.covariances).T
     ls, lA = params.log_startprob, params.log_transmat
     K = params.n_states
-    found = (_compiled.viterbi_kernel(ls, lA, logE, layout.starts, layout.lengths)
-             if _compiled.enabled() else None)
+    found = _compiled.viterbi_kernel(ls, lA, logE, layout.starts, layout.lengths)
     if found is not None:
-        if not np.all(np.isfinite(found[1])):
-            raise ValueError(_IMPOSSIBLE)
+        _possible(found[1])
         return found[0]
     if layout.uniform:
         N, T = layout.lengths.size, int(layout.lengths[0])

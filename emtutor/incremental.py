@@ -47,7 +47,6 @@ from emtutor.gmm import (
     _check_covariance_type,
     _check_reg_covar,
     _Problem,
-    _warn_empty,
     check_params,
     covariance_type_of,
 )
@@ -95,20 +94,8 @@ def _chunk_statistics(Xs: np.ndarray, t_max, theta: Params, covariance_type: str
 def _moments(stats: np.ndarray, d: int, covariance_type: str, reg: float):
     """:class:`emtutor._gaussian.Moments` from ``S`` and the mask of cancelling scatters."""
     totals, means, scatter, cancels = _g.moments_of_statistics(stats, d, covariance_type, reg)
-    empty = ~(totals > _g.EMPTY)
-    scatter[empty] = 0.0
-    means[empty] = 0.0
+    empty = _g.emptied(totals, means, scatter)
     return _g.Moments(totals, means, scatter, empty), cancels & ~empty
-
-
-def _m_step(problem: _Problem, m: _g.Moments, theta_old: Params, when: str) -> Params:
-    """The batch fit's M-step on given moments (weights, ``reg_covar``, priors, checks)."""
-    _warn_empty(m, when, stacklevel=5)
-    theta = Params(
-        *_g.params_from_moments(m, problem.reg, *theta_old[1:], prior=problem.scaled_prior)
-    )
-    problem.check_covariances(theta, when)
-    return theta
 
 
 # ------------------------------------------------------------------- incremental EM
@@ -171,8 +158,8 @@ class _Incremental:
     def m_step(self) -> None:
         """M-step: ``theta`` maximises ``L(q, theta)`` for the current ``q``."""
         self.n_steps += 1
-        self.theta = _m_step(self.problem, self.current_moments(), self.theta,
-                             f"at partial step {self.n_steps}")
+        when = f"at partial step {self.n_steps}"
+        self.theta = self.problem.maximise(self.current_moments(), self.theta, when, when)
 
     def resync(self) -> None:
         """Re-add the block statistics (after a pass: no drift from repeated updates)."""
@@ -478,5 +465,6 @@ class OnlineGMM:
                 UserWarning,
                 stacklevel=2,
             )
-        self._theta = _m_step(p, m, self._theta, f"at online update {self.n_updates}")
+        when = f"at online update {self.n_updates}"
+        self._theta = p.maximise(m, self._theta, when, when)
         return self

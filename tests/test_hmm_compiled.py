@@ -33,7 +33,7 @@ def switch(monkeypatch):
         original = getattr(_compiled, name)
 
         def counted(*args, _original=original):
-            calls["ran"] += 1
+            calls["ran"] += _compiled.enabled()  # a call with the kernels off runs none
             return _original(*args)
 
         monkeypatch.setattr(_compiled, name, counted)
